@@ -1,0 +1,88 @@
+"""Command line: `python -m pipeline {run,config,sandbox}`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.config import ConfigError, dump_config, load_config, reference_markdown
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.run import run_pipeline
+    from pipeline.stage import FatalStageError
+
+    cfg = load_config(args.config)
+    out = Path(args.output)
+    try:
+        stats = run_pipeline(cfg, out)
+    except FatalStageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"rerun the same command (same --output {out}) to resume; finished requests "
+              "are served from the cache", file=sys.stderr)
+        return 3
+    _print_summary(out, stats)
+    return 0
+
+
+def _print_summary(out: Path, stats: dict) -> None:
+    print(f"dataset: {out / 'dataset'}  (datasets.load_from_disk; split 'train')")
+    print(f"kept {stats['kept']} of {stats['seeds']} seeds (yield {stats.get('yield', 0)}), "
+          f"rejected {stats['rejected']} -> {out / 'rejected'}")
+    for reason, n in stats["rejected_by_reason"].items():
+        print(f"  dropped {n:4d}  {reason}")
+    by = ", ".join(f"{k}={v}" for k, v in stats["kept_by_strategy"].items()) or "none"
+    print(f"kept by strategy: {by}")
+    print(f"tokens: {stats['tokens']}")
+    print(f"wall time {stats['wall_time_s']} s; stats: {out / 'stats.json'}")
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        print(reference_markdown())
+        return 0
+    print(dump_config(load_config(args.config)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole job and write a dataset")
+    r.add_argument("--config", help="YAML config (default: built-in, embedded CPU model)")
+    r.add_argument("--output", default="runs/default",
+                   help="output directory; rerunning with the same one resumes")
+    r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("config", help="print the resolved config or the reference")
+    c.add_argument("--config", help="YAML config to resolve (default: built-in)")
+    c.add_argument("--show", action="store_true", help="print the resolved config as YAML")
+    c.add_argument("--reference", action="store_true", help="print every key as markdown")
+    c.set_defaults(func=_cmd_config)
+
+    from pipeline.sandbox import cli as sandbox_cli
+
+    sandbox_cli.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

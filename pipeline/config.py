@@ -1,0 +1,227 @@
+"""Run configuration: one YAML file, validated once at start-up.
+
+Every default lives here and nowhere else. Unknown keys are errors, and errors name the
+field and what is allowed (see `load_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SeedsConfig(_Section):
+    """Where OSS-Instruct seed snippets come from."""
+
+    source: Literal["stdlib", "directory", "hf_dataset"] = Field(
+        "stdlib",
+        description="stdlib: the running interpreter's standard library; directory: source "
+        "files under `path`; hf_dataset: a Hugging Face dataset column of source files.",
+    )
+    path: str | None = Field(None, description="Directory of source files (source=directory), "
+                             "or a dataset name or path for `datasets.load_dataset` (hf_dataset).")
+    column: str = Field("content", description="Column holding source text (source=hf_dataset).")
+    split: str = Field("train", description="Dataset split to read (source=hf_dataset).")
+    max_seeds: int = Field(12, ge=1, description="Number of snippets to use for this run.")
+    min_lines: int = Field(4, ge=1, description="Shortest snippet kept, in lines.")
+    max_lines: int = Field(40, ge=1, description="Longest snippet kept, in lines.")
+    shuffle_seed: int = Field(0, description="Seed for choosing snippets; same seed, same snippets.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SeedsConfig:
+        if self.source != "stdlib" and not self.path:
+            raise ValueError(f"seeds.path is required when seeds.source is {self.source!r}")
+        if self.min_lines > self.max_lines:
+            raise ValueError("seeds.min_lines must not exceed seeds.max_lines")
+        return self
+
+
+class EmbeddedConfig(_Section):
+    """The llama.cpp server that the pipeline starts itself on 127.0.0.1."""
+
+    model: Literal["qwen2.5-coder-0.5b", "smollm2-135m"] = Field(
+        "qwen2.5-coder-0.5b",
+        description="Model shipped through PyPI packages (see README, 'The embedded model').")
+    model_path: str | None = Field(None, description="A GGUF file to serve instead of `model`.")
+    n_ctx: int = Field(4096, ge=512, description="Context window in tokens.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for the server.")
+
+
+class VllmConfig(_Section):
+    """`vllm serve`, launched by the pipeline on a GPU machine (backend=vllm)."""
+
+    model: str = Field("Qwen/Qwen2.5-Coder-7B-Instruct", description="Model for `vllm serve`.")
+    port: int = Field(8000, ge=1, le=65535, description="Port for the server on 127.0.0.1.")
+    extra_args: list[str] = Field(default_factory=list,
+                                  description="Extra `vllm serve` arguments.")
+    startup_timeout_s: float = Field(1800.0, gt=0, description="Seconds to wait for the server.")
+
+
+class LLMConfig(_Section):
+    """How the pipeline reaches the model: always the OpenAI-compatible HTTP API."""
+
+    backend: Literal["embedded", "openai", "vllm"] = Field(
+        "embedded",
+        description="embedded: llama.cpp server started by the pipeline (CPU default); "
+        "openai: any OpenAI-compatible base_url (e.g. a vLLM server); vllm: the pipeline "
+        "launches `vllm serve` itself.")
+    base_url: str | None = Field(None, description="API base URL, e.g. http://gpu1:8000/v1 "
+                                 "(backend=openai).")
+    model: str | None = Field(None, description="Model name sent in requests; default: the "
+                              "served model's name.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the "
+                             "API key (a placeholder is sent when it is unset).")
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig,
+                                     description="Settings for backend=embedded.")
+    vllm: VllmConfig = Field(default_factory=VllmConfig, description="Settings for backend=vllm.")
+    max_in_flight: int = Field(256, ge=1, description="Requests in flight per client process.")
+    timeout_s: float = Field(300.0, gt=0, description="Seconds before one request times out.")
+    max_retries: int = Field(5, ge=0, description="Retries on 429, 408, 5xx and connection "
+                             "errors; other errors are not retried.")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each try.")
+    backoff_max_s: float = Field(30.0, gt=0, description="Cap on one retry delay.")
+    abort_after_failures: int = Field(
+        16, ge=1, description="Stop the run after this many consecutive requests failed to "
+        "reach the server (rerun with the same --output to resume).")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(1024, ge=16, description="Completion token limit per request.")
+    response_format: Literal["markdown", "json_schema"] = Field(
+        "markdown",
+        description="markdown: ask for fenced sections and extract code blocks; json_schema: "
+        "guided decoding with a JSON schema (vLLM and llama.cpp servers support it).")
+    cache: bool = Field(True, description="Keep an on-disk request cache so reruns and "
+                        "resumes do not pay twice.")
+    cache_path: str | None = Field(None, description="sqlite cache file; default: "
+                                   "<output>/llm_cache.sqlite.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("llm.base_url is required when llm.backend is 'openai' "
+                             "(e.g. http://localhost:8000/v1)")
+        return self
+
+
+class GenerationConfig(_Section):
+    """Which strategies make samples, and how many."""
+
+    strategies: list[Literal["oss_instruct"]] = Field(
+        default_factory=lambda: ["oss_instruct"], description="Generation strategies to run.")
+    samples_per_seed: int = Field(1, ge=1, description="Problems asked for per seed snippet.")
+
+
+class SandboxConfig(_Section):
+    """Where and how generated code runs against its tests."""
+
+    backend: Literal["docker", "process"] = Field(
+        "docker", description="docker: containers (no network, read-only root, limits); "
+        "process: local subprocesses with rlimits, for machines without Docker (weaker).")
+    image: str = Field("pipeline-sandbox:1", description="Sandbox image (build it with "
+                       "`docker build -t pipeline-sandbox:1 sandbox/` or "
+                       "`sandbox/build-offline.sh`).")
+    docker_host: str | None = Field(None, description="Docker daemon URL; default: DOCKER_HOST "
+                                    "or unix:///var/run/docker.sock.")
+    timeout_s: float = Field(10.0, gt=0, description="Wall-clock limit per sample.")
+    memory_mb: int = Field(512, ge=32, description="Memory limit per sample.")
+    cpus: float = Field(1.0, gt=0, description="CPU limit per container.")
+    pids_limit: int = Field(64, ge=8, description="Process limit per container.")
+    tmpfs_mb: int = Field(64, ge=1, description="Size of the writable /tmp.")
+    output_limit_bytes: int = Field(65536, ge=1024, description="stdout/stderr kept per sample.")
+    workers: int = Field(2, ge=1, description="Samples run at the same time per sandbox stage.")
+
+
+class RayConfig(_Section):
+    """The executor. Stages run on Ray Data; `local` runs them in one process."""
+
+    executor: Literal["ray", "local"] = Field("ray", description="ray: Ray Data; local: one "
+                                              "process, no Ray (tests, debugging).")
+    address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 "
+                                "or auto); default: start a local instance.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance.")
+    llm_actors: int = Field(1, ge=1, description="Ray actors that send LLM requests.")
+    sandbox_actors: int = Field(1, ge=1, description="Ray actors that run sandboxes.")
+
+
+class PipelineConfig(_Section):
+    """A whole run."""
+
+    seed: int = Field(0, description="Global seed: sampling, shuffles and request seeds "
+                      "derive from it, so a rerun is reproducible.")
+    seeds: SeedsConfig = Field(default_factory=SeedsConfig, description="Seed snippets.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="Model access.")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig,
+                                         description="Strategies.")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Execution gate.")
+    ray: RayConfig = Field(default_factory=RayConfig, description="Executor.")
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. The message names each bad field and what is allowed."""
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key; remove it or check the spelling "
+                         "(`python -m pipeline config --show` lists every key)")
+        elif e["type"] == "literal_error":
+            lines.append(f"  {loc}: {e['msg']} (got {e['input']!r})")
+        else:
+            lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict | None, source: str = "<dict>") -> PipelineConfig:
+    """Validate a config mapping; raise ConfigError with one line per bad field."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: expected a mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None) -> PipelineConfig:
+    """Load and validate a YAML config; None gives the built-in default."""
+    if path is None:
+        return PipelineConfig()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid config {p}: not valid YAML: {exc}") from None
+    return parse_config(data, str(p))
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    """The resolved config as YAML, the form `config --show` prints."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def reference_markdown(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> str:
+    """A markdown table of every field: key, default and description (for the README)."""
+    rows: list[str] = []
+    if not prefix:
+        rows += ["| key | default | description |", "| --- | --- | --- |"]
+    for name, f in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.append(reference_markdown(ann, key + "."))
+            continue
+        default = f.default_factory() if f.default_factory else f.default
+        rows.append(f"| `{key}` | `{default!r}` | {f.description or ''} |")
+    return "\n".join(rows)

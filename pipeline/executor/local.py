@@ -1,0 +1,31 @@
+"""Run stages in this process, one stage after another. For tests and small jobs."""
+
+from __future__ import annotations
+
+import time
+
+from pipeline.executor import RunResult, merge_counters
+from pipeline.record import Sample
+from pipeline.stage import Stage
+
+
+class LocalExecutor:
+    """Runs each stage over all samples in batches of `stage.batch_size`."""
+
+    def run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
+        samples = list(source)
+        stats: dict[str, dict[str, float]] = {}
+        for stage in stages:
+            t0 = time.perf_counter()
+            stage.setup()
+            try:
+                out: list[Sample] = []
+                for i in range(0, len(samples), stage.batch_size):
+                    out.extend(stage(samples[i:i + stage.batch_size]))
+            finally:
+                stage.teardown()
+            samples = out
+            st = stats.setdefault(stage.name, {})
+            merge_counters(st, dict(stage.counters))
+            st["seconds"] = round(time.perf_counter() - t0, 3)
+        return RunResult(samples=samples, stage_stats=stats)

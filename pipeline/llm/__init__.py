@@ -1,0 +1,1 @@
+"""Model access over the OpenAI-compatible HTTP API."""

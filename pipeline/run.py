@@ -1,0 +1,81 @@
+"""`pipeline run`: seeds -> generation -> execution gate -> dataset, on the configured executor."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import PipelineConfig, dump_config
+from pipeline.executor import RunResult
+from pipeline.llm.endpoint import LLMEndpoint
+from pipeline.output import write_outputs
+from pipeline.stage import Stage, check_chain
+
+log = logging.getLogger(__name__)
+
+#: Fields every source sample carries before the first stage.
+SOURCE_FIELDS = {"id", "strategy", "seed", "seed_ref", "language"}
+
+
+def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | None) -> list[Stage]:
+    """The stage list for a config: generation strategies, then the execution gate."""
+    from pipeline.stages.execute import ExecuteStage
+    from pipeline.stages.oss_instruct import OssInstructGenerator
+
+    stages: list[Stage] = []
+    if "oss_instruct" in cfg.generation.strategies:
+        stages.append(OssInstructGenerator(endpoint, cfg.llm, cache_path))
+    stages.append(ExecuteStage(cfg.sandbox))
+    return stages
+
+
+def make_executor(cfg: PipelineConfig) -> Any:
+    """The executor named in the config."""
+    if cfg.ray.executor == "local":
+        from pipeline.executor.local import LocalExecutor
+
+        return LocalExecutor()
+    from pipeline.executor.ray_executor import RayExecutor
+
+    return RayExecutor(cfg.ray)
+
+
+def preflight(cfg: PipelineConfig) -> None:
+    """Fail fast, before any model call, on a sandbox that cannot run."""
+    from pipeline.sandbox import check_sandbox
+
+    check_sandbox(cfg.sandbox)
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
+    """Run the whole job into `out_dir`; rerunning with the same `out_dir` resumes.
+
+    Returns the stats written to `out_dir/stats.json`.
+    """
+    from pipeline.llm.server import start_backend
+    from pipeline.seeds.snippets import load_seeds
+
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(dump_config(cfg))
+    preflight(cfg)
+    seeds = load_seeds(cfg.seeds)
+    log.info("loaded %d seed snippets", len(seeds))
+    cache_path = None
+    if cfg.llm.cache:
+        cache_path = cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")
+    with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
+        stages = build_stages(cfg, endpoint, cache_path)
+        check_chain(stages, SOURCE_FIELDS)
+        result: RunResult = make_executor(cfg).run(stages, seeds)
+    stats = {
+        "seeds": len(seeds),
+        "model": endpoint.model,
+        "backend": cfg.llm.backend,
+        "executor": cfg.ray.executor,
+        "stages": result.stage_stats,
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+    }
+    return write_outputs(out_dir, result.samples, stats)

@@ -1,0 +1,71 @@
+"""Shared fixtures and the marker policy.
+
+Tests carry markers for what they need (docker, ray, model, gpu). Where the machine lacks
+it, the test is skipped and reported as skipped, except when PIPELINE_REQUIRE lists the
+marker (CI sets PIPELINE_REQUIRE=docker,ray,model): then a missing prerequisite fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+REQUIRED = {m.strip() for m in os.environ.get("PIPELINE_REQUIRE", "").split(",") if m.strip()}
+
+
+def _docker_ok() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker client not installed"
+    r = subprocess.run(["docker", "image", "inspect", "pipeline-sandbox:1"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return "docker daemon unreachable or image pipeline-sandbox:1 missing: " + r.stderr[:200]
+    return None
+
+
+def _model_ok() -> str | None:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama-cpp-python not installed (pip install '.[embedded]')"
+    return None
+
+
+def _gpu_ok() -> str | None:
+    return None if shutil.which("nvidia-smi") else "no GPU on this machine"
+
+
+_CHECKS = {"docker": _docker_ok, "model": _model_ok, "gpu": _gpu_ok}
+_cache: dict[str, str | None] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker, check in _CHECKS.items():
+        if item.get_closest_marker(marker) is None:
+            continue
+        if marker not in _cache:
+            _cache[marker] = check()
+        why = _cache[marker]
+        if why is None:
+            continue
+        if marker in REQUIRED:
+            pytest.fail(f"PIPELINE_REQUIRE includes {marker!r} but: {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance shared by every test that needs Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        # Workers import test modules (toy stages) by name, as pytest does.
+        here = os.path.dirname(os.path.abspath(__file__))
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
