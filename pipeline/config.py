@@ -25,14 +25,16 @@ class SeedsConfig(_Section):
         description="stdlib: the running interpreter's standard library; directory: source "
         "files under `path`; hf_dataset: a Hugging Face dataset column of source files.",
     )
-    path: str | None = Field(None, description="Directory of source files (source=directory), "
-                             "or a dataset name or path for `datasets.load_dataset` (hf_dataset).")
+    path: str | None = Field(
+        None, description="Directory of source files (source=directory), or a dataset name "
+        "or path for `datasets.load_dataset` (hf_dataset).")
     column: str = Field("content", description="Column holding source text (source=hf_dataset).")
     split: str = Field("train", description="Dataset split to read (source=hf_dataset).")
     max_seeds: int = Field(12, ge=1, description="Number of snippets to use for this run.")
     min_lines: int = Field(4, ge=1, description="Shortest snippet kept, in lines.")
     max_lines: int = Field(40, ge=1, description="Longest snippet kept, in lines.")
-    shuffle_seed: int = Field(0, description="Seed for choosing snippets; same seed, same snippets.")
+    shuffle_seed: int = Field(
+        0, description="Seed for choosing snippets: same seed, same snippets.")
 
     @model_validator(mode="after")
     def _check(self) -> SeedsConfig:

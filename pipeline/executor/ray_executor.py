@@ -7,6 +7,7 @@ by setting `ray.address`; nothing else changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -61,10 +62,9 @@ class _StageActor:
         return _encode(out)
 
     def __del__(self) -> None:
-        try:
+        # Ray Data has no close hook for map actors; teardown at exit is best effort.
+        with contextlib.suppress(Exception):
             self.stage.teardown()
-        except Exception:  # teardown at interpreter exit is best effort
-            pass
 
 
 def _actors_for(stage: Stage, cfg: RayConfig) -> int:
