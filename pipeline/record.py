@@ -78,6 +78,8 @@ class Sample:
     seed_ref: str | None = None
     seed: str = ""
     round: int = 0
+    #: Variant kind for transformed samples: "refactor", "augment" or "bug"; None otherwise.
+    kind: str | None = None
     op: str | None = None
     language: str = "python"
     instruction: str = ""
@@ -106,7 +108,7 @@ class Sample:
     def assign_id(self) -> str:
         """Set `id` to the content hash of what defines this sample."""
         self.id = content_hash(
-            self.strategy, self.parent_id, self.seed_ref, self.op,
+            self.strategy, self.parent_id, self.seed_ref, self.kind, self.op,
             self.instruction, self.code, self.tests,
         )
         return self.id

@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 #: Fields every source sample carries before the first stage.
 SOURCE_FIELDS = {"id", "strategy", "seed", "seed_ref", "language"}
+#: Requests in flight against the embedded llama.cpp server, which serves one at a time.
+EMBEDDED_IN_FLIGHT = 2
 
 
 def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | None) -> list[Stage]:
@@ -63,6 +65,13 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     preflight(cfg)
     seeds = load_seeds(cfg.seeds)
     log.info("loaded %d seed snippets", len(seeds))
+    if cfg.llm.backend == "embedded" and cfg.llm.max_in_flight > EMBEDDED_IN_FLIGHT:
+        # llama.cpp's server answers one request at a time: more in flight only queue
+        # there and time out. Two keep it busy without waste.
+        log.info("embedded backend: %d requests in flight instead of %d",
+                 EMBEDDED_IN_FLIGHT, cfg.llm.max_in_flight)
+        cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(
+            update={"max_in_flight": EMBEDDED_IN_FLIGHT})})
     cache_path = None
     if cfg.llm.cache:
         cache_path = cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")
