@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {run,config,sandbox}`."""
+"""Command line: `python -m pipeline {run,config,sandbox,transform}`."""
 
 from __future__ import annotations
 
@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.sandbox import cli as sandbox_cli
 
     sandbox_cli.add_parser(sub)
+    from pipeline.transform import cli as transform_cli
+
+    transform_cli.add_parser(sub)
     return p
 
 

@@ -126,7 +126,8 @@ class SandboxConfig(_Section):
 
     backend: Literal["docker", "process"] = Field(
         "docker", description="docker: containers (no network, read-only root, limits); "
-        "process: local subprocesses with rlimits, for machines without Docker (weaker).")
+        "process: bubblewrap sandboxes (namespaces, rlimits; no memory cgroup) for machines "
+        "without Docker; needs `bwrap`.")
     image: str = Field("pipeline-sandbox:1", description="Sandbox image (build it with "
                        "`docker build -t pipeline-sandbox:1 sandbox/` or "
                        "`sandbox/build-offline.sh`).")
@@ -153,6 +154,32 @@ class RayConfig(_Section):
     sandbox_actors: int = Field(1, ge=1, description="Ray actors that run sandboxes.")
 
 
+class TransformConfig(_Section):
+    """Code transformations of passed samples: refactorings, text augmentations and bugs,
+    each variant re-verified in the sandbox (see pipeline/transform)."""
+
+    enabled: bool = Field(False, description="Add the transform and variant-gate stages "
+                          "after the execution gate.")
+    operators: list[str] | None = Field(
+        None, description="Operators to use, by name (`python -m pipeline transform "
+        "--list` shows them); default: all.")
+    variants_per_sample: int = Field(4, ge=0, description="Variants tried for per passed "
+                                     "sample, split over kinds by `mix`.")
+    mix: dict[Literal["refactor", "augment", "bug"], float] = Field(
+        default_factory=lambda: {"refactor": 0.5, "augment": 0.2, "bug": 0.3},
+        description="Relative share of refactor (behaviour-preserving), augment "
+        "(syntax-breaking text edits, for repair pairs) and bug variants.")
+    detect_samples: bool = Field(True, description="For every kept bug, also write a "
+                                 "bug-detection sample next to the find-and-fix one.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TransformConfig:
+        if any(v < 0 for v in self.mix.values()) or not sum(self.mix.values()) > 0:
+            raise ValueError("transform.mix needs non-negative shares with a positive sum, "
+                             "e.g. {refactor: 0.5, augment: 0.2, bug: 0.3}")
+        return self
+
+
 class PipelineConfig(_Section):
     """A whole run."""
 
@@ -164,6 +191,8 @@ class PipelineConfig(_Section):
                                          description="Strategies.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="Execution gate.")
     ray: RayConfig = Field(default_factory=RayConfig, description="Executor.")
+    transform: TransformConfig = Field(default_factory=TransformConfig,
+                                       description="Code transformations and bug variants.")
 
 
 class ConfigError(ValueError):

@@ -39,6 +39,8 @@ class RejectReason(str, Enum):
     SANDBOX_ERROR = "sandbox_error"
     DUPLICATE = "duplicate"
     STAGE_CRASH = "stage_crash"
+    BEHAVIOUR_CHANGED = "behaviour_changed"
+    BUG_NOT_CAUGHT = "bug_not_caught"
 
 
 def content_hash(*parts: Any) -> str:

@@ -30,6 +30,10 @@ def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | N
     if "oss_instruct" in cfg.generation.strategies:
         stages.append(OssInstructGenerator(endpoint, cfg.llm, cache_path))
     stages.append(ExecuteStage(cfg.sandbox))
+    if cfg.transform.enabled:
+        from pipeline.stages.transform import TransformStage, VariantGateStage
+
+        stages += [TransformStage(cfg.transform), VariantGateStage(cfg.sandbox, cfg.transform)]
     return stages
 
 

@@ -109,7 +109,7 @@ class RayExecutor:
                 fn_constructor_args=(stage, sink),
                 batch_size=stage.batch_size,
                 batch_format="pyarrow",
-                concurrency=_actors_for(stage, self.cfg),
+                compute=ray.data.ActorPoolStrategy(size=_actors_for(stage, self.cfg)),
                 num_cpus=stage.num_cpus,
             )
         t0 = time.perf_counter()
