@@ -30,7 +30,7 @@ class SeedsConfig(_Section):
         "or path for `datasets.load_dataset` (hf_dataset).")
     column: str = Field("content", description="Column holding source text (source=hf_dataset).")
     split: str = Field("train", description="Dataset split to read (source=hf_dataset).")
-    max_seeds: int = Field(12, ge=1, description="Number of snippets to use for this run.")
+    max_seeds: int = Field(24, ge=1, description="Number of snippets to use for this run.")
     min_lines: int = Field(4, ge=1, description="Shortest snippet kept, in lines.")
     max_lines: int = Field(40, ge=1, description="Longest snippet kept, in lines.")
     shuffle_seed: int = Field(

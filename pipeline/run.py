@@ -28,7 +28,9 @@ def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | N
 
     stages: list[Stage] = []
     if "oss_instruct" in cfg.generation.strategies:
-        stages.append(OssInstructGenerator(endpoint, cfg.llm, cache_path))
+        stages.append(OssInstructGenerator(
+            endpoint, cfg.llm, cache_path,
+            samples_per_seed=cfg.generation.samples_per_seed, seed=cfg.seed))
     stages.append(ExecuteStage(cfg.sandbox))
     if cfg.transform.enabled:
         from pipeline.stages.transform import TransformStage, VariantGateStage

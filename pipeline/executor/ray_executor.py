@@ -38,7 +38,12 @@ class _StatsSink:
         self.stats: dict[str, dict[str, float]] = {}
 
     def add(self, stage: str, counters: dict[str, float]) -> None:
-        merge_counters(self.stats.setdefault(stage, {}), counters)
+        total = self.stats.setdefault(stage, {})
+        merge_counters(total, counters)
+        # Progress for whoever watches the run: cumulative counts per stage.
+        shown = ", ".join(f"{k}={int(v)}" for k, v in sorted(total.items())
+                          if k != "busy_seconds")
+        print(f"[progress] {stage}: {shown}", flush=True)
 
     def get(self) -> dict[str, dict[str, float]]:
         return self.stats
