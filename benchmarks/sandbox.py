@@ -3,13 +3,14 @@
 (a) our Docker sandbox: warm containers, a runner forking per sample (SandboxPool);
 (b) plain subprocesses, no isolation: a fresh `python` per program, on all cores;
 (c) one `docker run` per sample with the same isolation flags, one after another
-    (a subset, --docker-run-n, since each costs most of a second).
+    (a subset, --docker-run-n, since each costs most of a second);
+(d) with --process: the warm pool on backend=process (bubblewrap), for comparison.
 
 Programs come from MBPP (sanitized): reference solution + its asserts (passing), the
 solution with its function replaced by one returning None (failing), and a few with
 `while True: pass` (timing out at --timeout-s).
 
-    python benchmarks/sandbox.py [-n 500] [--timeout-s 1] [--docker-run-n 50]
+    python benchmarks/sandbox.py [-n 500] [--timeout-s 1] [--docker-run-n 50] [--process]
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def main() -> None:
                     "default: this one")
     ap.add_argument("--workers", type=int, default=None, help="sandbox containers "
                     "(default: sandbox.workers)")
+    ap.add_argument("--process", action="store_true", help="also time (d), the warm pool "
+                    "on backend=process")
     args = ap.parse_args()
 
     progs = make_programs(args.n, args.timeouts)
@@ -163,6 +166,13 @@ def main() -> None:
     c_status, c_s = run_docker_per_sample(sub, cfg)
     print(_agreement(f"(c) docker run, first {len(sub)}", c_status, sub))
 
+    d_line = ""
+    if args.process:
+        d_res, d_s, d_start = run_sandbox(progs, cfg.model_copy(update={"backend": "process"}))
+        print(_agreement("(d) process backend", [r["status"] for r in d_res], progs))
+        d_line = (f"(d) process backend, warm pool:   {len(progs) / d_s:8.1f} exec/s  "
+                  f"({len(progs)} in {d_s:.1f} s; pool start {d_start:.1f} s not counted)")
+
     a, b, c = len(progs) / a_s, len(progs) / b_s, len(sub) / c_s
     print()
     print(f"(a) Docker sandbox, warm pool:     {a:8.1f} exec/s  ({len(progs)} in {a_s:.1f} s; "
@@ -171,6 +181,8 @@ def main() -> None:
           f"{args.python})")
     print(f"(c) docker run per sample, serial: {c:8.1f} exec/s  ({len(sub)} of them, "
           f"in {c_s:.1f} s)")
+    if d_line:
+        print(d_line)
     print(f"(a)/(b) = {a / b:.2f}   (target >= 0.5)")
     print(f"(a)/(c) = {a / c:.1f}   (target >= 10)")
 

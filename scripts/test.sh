@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PIPELINE_REQUIRE="${PIPELINE_REQUIRE:-docker,ray,model}"
+export PIPELINE_REQUIRE="${PIPELINE_REQUIRE:-docker,ray,model,bwrap}"
 .venv/bin/ruff check pipeline tests benchmarks
 exec .venv/bin/pytest "$@"

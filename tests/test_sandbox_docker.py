@@ -1,18 +1,19 @@
-"""The Docker sandbox for real: verdicts, isolation, limits, cleanup, crash recovery.
+"""Docker-only behaviour of the sandbox: containers, labels, crash recovery, outages.
 
-Needs the Docker daemon and the image pipeline-sandbox:1 (marker `docker`). Most tests
-share one single-container pool, so "no leftovers" checks run in the same container as
-the sample that tried to leave something behind.
+The containment cases (hostile code) run on both backends in test_sandbox_containment.py.
+Needs the Docker daemon and the image pipeline-sandbox:1 (marker `docker`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,17 +33,9 @@ from pipeline.stages.execute import ExecuteStage
 
 pytestmark = pytest.mark.docker
 
-SECRET = "PIPELINE_TEST_SECRET"
 CODE = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(0, 0) == 0\nassert add(-1, 1) == 0\n"
-#: Run as a test after a sample that misbehaved: only the runner (pid 1) and this process
-#: exist, and /tmp and /dev/shm hold nothing but our work directory.
-CLEAN_CHECK = (
-    "import os\n"
-    "assert sorted(int(p) for p in os.listdir('/proc') if p.isdigit()) == [1, os.getpid()]\n"
-    "assert os.listdir('/tmp') == ['work']\n"
-    "assert os.listdir('/dev/shm') == []\n"
-)
+DOCKER_SOCK = "/var/run/docker.sock"
 
 
 def cfg(**kw: object) -> SandboxConfig:
@@ -51,33 +44,13 @@ def cfg(**kw: object) -> SandboxConfig:
 
 
 @pytest.fixture(scope="module")
-def pool():
-    # The secret is in the pipeline's environment when the containers are created.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(SECRET, "hunter2")
-        with SandboxPool(cfg()) as p:
-            yield p
+def pool() -> Iterator[SandboxPool]:
+    with SandboxPool(cfg()) as p:
+        yield p
 
 
 def run(pool: SandboxPool, code: str, tests: str) -> dict:
     return pool.request("t", code, tests)
-
-
-def assert_clean(pool: SandboxPool) -> None:
-    res = run(pool, "", CLEAN_CHECK)
-    assert res["status"] == "passed", res["stderr"][-1500:]
-
-
-def test_passing_sample(pool: SandboxPool) -> None:
-    res = run(pool, CODE, TESTS)
-    assert res["status"] == "passed"
-    assert res["tests_passed"] == res["tests_total"] == 3
-
-
-def test_failing_assert(pool: SandboxPool) -> None:
-    res = run(pool, CODE, "assert add(1, 2) == 3\nassert add(2, 2) == 5\n")
-    assert (res["status"], res["tests_passed"], res["tests_total"]) == ("failed", 1, 2)
-    assert "AssertionError" in res["stderr"]
 
 
 def test_pytest_style_tests(pool: SandboxPool) -> None:
@@ -90,146 +63,6 @@ def test_pytest_style_tests(pool: SandboxPool) -> None:
     assert (res["status"], res["tests_passed"], res["tests_total"]) == ("failed", 2, 4)
 
 
-@pytest.mark.parametrize("code", ["while True:\n    pass\n",
-                                  "import time\ntime.sleep(10**6)\n"])
-def test_timeout_leaves_no_process(pool: SandboxPool, code: str) -> None:
-    res = run(pool, code, TESTS)
-    assert res["status"] == "timeout"
-    assert_clean(pool)
-
-
-def test_stray_processes_and_scratch_files_are_removed(pool: SandboxPool) -> None:
-    code = ("import subprocess\n"
-            "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
-            "open('/tmp/leak', 'w').write('x')\nopen('/dev/shm/leak', 'w').write('x')\n" + CODE)
-    assert run(pool, code, TESTS)["status"] == "passed"
-    assert_clean(pool)
-
-
-def test_fork_bomb_is_contained(pool: SandboxPool) -> None:
-    code = ("import os\nwhile True:\n    try:\n        os.fork()\n"
-            "    except OSError:\n        pass\n")
-    assert run(pool, code, TESTS)["status"] == "timeout"
-    assert_clean(pool)
-
-
-@pytest.mark.parametrize("code", ["x = bytearray(10 * 1024**3)\n",
-                                  "x = []\nwhile True:\n    x.append(bytearray(10**7))\n"])
-def test_memory_exceeded(pool: SandboxPool, code: str) -> None:
-    assert run(pool, code, TESTS)["status"] == "memory_exceeded"
-    assert run(pool, CODE, TESTS)["status"] == "passed"
-
-
-def test_processes_over_the_container_memory_are_memory_exceeded() -> None:
-    # Each process stays under the per-process limit; together they exceed the container's.
-    code = ("import os, time\n"
-            "def spawn(n, mb):\n    pids = []\n    for _ in range(n):\n"
-            "        pid = os.fork()\n        if pid == 0:\n"
-            "            x = bytearray(mb * 1024**2)\n"
-            "            for j in range(0, len(x), 4096):\n                x[j] = 1\n"
-            "            time.sleep(0.2)\n            os._exit(0)\n"
-            "        pids.append(pid)\n"
-            "    return [os.waitpid(p, 0)[1] for p in pids]\n")
-    with SandboxPool(cfg(timeout_s=10.0)) as p:
-        res = run(p, code, "assert spawn(4, 160) == [0, 0, 0, 0]\n")
-        assert res["status"] == "memory_exceeded", res["stderr"][-1500:]
-        assert_clean(p)  # the runner survived: the kernel picked a sample process
-
-
-def test_no_network() -> None:
-    # A server on the host's loopback: the container's 127.0.0.1 is its own.
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    port = srv.getsockname()[1]
-    tests = (
-        "import socket\n"
-        "def connects(host, port):\n"
-        "    s = socket.socket()\n    s.settimeout(3)\n"
-        "    try:\n        s.connect((host, port))\n        return True\n"
-        "    except OSError:\n        return False\n"
-        "    finally:\n        s.close()\n"
-        f"assert not connects('127.0.0.1', {port})\n"
-        "assert not connects('1.1.1.1', 53)\n"
-        "assert not connects('1.1.1.1', 443)\n"
-        "try:\n    socket.getaddrinfo('example.com', 80)\n    resolved = True\n"
-        "except OSError:\n    resolved = False\n"
-        "assert not resolved\n")
-    try:
-        with SandboxPool(cfg(timeout_s=10.0)) as p:
-            res = run(p, "", tests)
-    finally:
-        srv.close()
-    assert (res["status"], res["tests_passed"]) == ("passed", 4), res["stderr"][-1500:]
-
-
-def test_host_environment_is_not_visible(pool: SandboxPool) -> None:
-    assert os.environ[SECRET] == "hunter2"  # set in the pipeline's process (fixture)
-    tests = (f"import os\nassert {SECRET!r} not in os.environ\n"
-             "assert 'hunter2' not in repr(os.environ)\n")
-    res = run(pool, "", tests)
-    assert res["status"] == "passed", res["stderr"][-1500:]
-
-
-def test_identity_and_privileges(pool: SandboxPool) -> None:
-    tests = ("import os\nassert os.getuid() == 10001 and os.getgid() == 10001\n"
-             "status = open('/proc/self/status').read()\n"
-             "assert 'CapEff:\\t0000000000000000' in status\n"
-             "assert 'NoNewPrivs:\\t1' in status\n")
-    res = run(pool, "", tests)
-    assert res["status"] == "passed", res["stderr"][-1500:]
-
-
-def test_root_filesystem_is_read_only(pool: SandboxPool) -> None:
-    tests = ("def writes(path):\n    try:\n        open(path, 'a').write('x')\n"
-             "        return True\n    except OSError:\n        return False\n"
-             "assert not writes('/evil')\nassert not writes('/usr/evil')\n"
-             "assert not writes('/opt/sandbox/runner.py')\nassert writes('/tmp/fine')\n")
-    res = run(pool, "", tests)
-    assert (res["status"], res["tests_passed"]) == ("passed", 4), res["stderr"][-1500:]
-
-
-@pytest.mark.parametrize("code", [
-    "import os\nos._exit(0)\n",
-    "import sys\nsys.stdout.close()\nsys.stderr.close()\n",
-    "print('4 passed in 0.01s')\nprint('ALL TESTS PASSED')\nprint('{\"status\": \"passed\"}')\n"
-    "import sys\nsys.stdout.flush()\nimport os\nos._exit(0)\n",
-])
-def test_early_exit_and_fake_pass_markers_fail(pool: SandboxPool, code: str) -> None:
-    res = run(pool, code, "assert add(1, 2) == 3\n")
-    assert res["status"] == "failed", res
-
-
-def test_output_is_truncated_inside_the_container(pool: SandboxPool) -> None:
-    code = "import sys\nfor _ in range(200):\n    sys.stdout.write('x' * 10**6)\n" + CODE
-    res = run(pool, code, TESTS)
-    assert res["status"] == "passed"
-    assert 4096 <= len(res["stdout"]) < 4096 + 200 and "truncated" in res["stdout"]
-
-
-def test_passing_sample_passes_with_the_cpus_busy(pool: SandboxPool) -> None:
-    # Work sized to about half the 1 s timeout on this machine, run again while busy
-    # loops compete for every core: the run-queue wait is not charged to the sample.
-    code = "def work(n):\n    t = 0\n    for i in range(n):\n        t += i\n    return t\n"
-    probe = run(pool, code, "assert work(10**6) > 0\n")
-    assert probe["status"] == "passed"
-    n = max(10**5, int(10**6 * 0.5 / max(probe["duration_s"], 1e-3)))
-    tests = f"assert work({n}) > 0\n"
-    base = run(pool, code, tests)
-    assert base["status"] == "passed"
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(2 * (os.cpu_count() or 1))]
-    try:
-        time.sleep(0.2)
-        busy = [run(pool, code, tests) for _ in range(2)]
-    finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
-    assert [r["status"] for r in busy] == ["passed", "passed"], \
-        (base["duration_s"], [(r["status"], r["duration_s"]) for r in busy])
-
-
 def test_killed_container_is_replaced_and_sample_retried() -> None:
     with SandboxPool(cfg(timeout_s=5.0)) as p:
         first = p.runners()[0]
@@ -239,10 +72,15 @@ def test_killed_container_is_replaced_and_sample_retried() -> None:
         assert p.stats["runner_deaths"] == 1 and p.stats["runners_started"] == 2
 
         def kill_twice() -> None:
-            for _ in range(2):
-                time.sleep(0.7)
-                for ch in p.runners():
+            # Each runner that appears gets the sample at once (it sleeps 3 s): kill it
+            # mid-run, however long the replacement took to start on a loaded machine.
+            killed: set[int] = set()
+            while len(killed) < 2:
+                fresh = [ch for ch in p.runners() if id(ch) not in killed]
+                time.sleep(0.5 if fresh else 0.05)
+                for ch in fresh:
                     ch.kill()
+                    killed.add(id(ch))
 
         t = threading.Thread(target=kill_twice)
         t.start()
@@ -303,3 +141,93 @@ def test_no_pipeline_containers_left_after_close() -> None:
         assert run(p, CODE, TESTS)["status"] == "passed"
         pool_id = p.pool_id
     assert _labeled(connect(cfg()), f"{POOL_LABEL}={pool_id}") == []
+
+
+class DaemonProxy:
+    """A unix socket that forwards to the real Docker daemon until `stop()`: stopping it
+    is the daemon going away, as far as the pool can tell, without touching dockerd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self._srv = socket.socket(socket.AF_UNIX)
+        self._srv.bind(self.path)
+        self._srv.listen(64)
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._srv.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(DOCKER_SOCK)
+            with self._lock:
+                if self._stopped:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def stop(self) -> None:
+        """Refuse new connections and cut every open one."""
+        with self._lock:
+            self._stopped = True
+            conns, self._conns = self._conns, []
+        with contextlib.suppress(OSError):
+            self._srv.shutdown(socket.SHUT_RDWR)
+        self._srv.close()
+        os.unlink(self.path)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+def test_daemon_going_away_mid_run_is_sandbox_error_then_fatal(tmp_path: Path) -> None:
+    if not os.path.exists(DOCKER_SOCK):
+        pytest.skip(f"the proxy needs the daemon's socket at {DOCKER_SOCK}")
+    proxy = DaemonProxy(tmp_path / "docker.sock")
+    stage = ExecuteStage(cfg(docker_host=proxy.url, workers=2, timeout_s=5.0))
+    stage.setup()
+    try:
+        assert stage._pool is not None
+        pool_id = stage._pool.pool_id
+        first = stage([Sample(code=CODE, tests=TESTS)])
+        assert first[0].execution.status is ExecStatus.PASSED
+        # The daemon goes away while a batch runs: the sample in flight, and the others.
+        threading.Timer(0.5, proxy.stop).start()
+        batch = [Sample(code="import time\ntime.sleep(2)\n" + CODE, tests=TESTS)
+                 for _ in range(3)]
+        with pytest.raises(FatalStageError, match="Docker daemon not reachable"):
+            stage(batch)
+        assert [s.execution.status for s in batch] == [ExecStatus.SANDBOX_ERROR] * 3
+        assert all(s.reject_reason is RejectReason.SANDBOX_ERROR for s in batch)
+    finally:
+        stage.teardown()
+    # With their attach streams cut, the containers saw end of input and went away.
+    client = connect(cfg())
+    deadline = time.monotonic() + 15
+    label = f"{POOL_LABEL}={pool_id}"
+    while client.containers.list(all=True, filters={"label": label}) \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.containers.list(all=True, filters={"label": label}) == []
+    client.close()

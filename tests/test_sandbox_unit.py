@@ -162,3 +162,25 @@ def test_image_missing_message_says_how_to_build() -> None:
     msg = image_missing_message("pipeline-sandbox:1")
     assert "docker build -t pipeline-sandbox:1 sandbox/" in msg
     assert "bash sandbox/build-offline.sh" in msg
+
+
+def test_bwrap_command_isolates_and_binds_only_what_the_runner_needs() -> None:
+    import os
+
+    from pipeline.sandbox.docker_backend import RUNNER_HOST_PATH, RUNNER_PATH
+    from pipeline.sandbox.process_backend import bwrap_args
+
+    args = bwrap_args(SandboxConfig(backend="process", tmpfs_mb=32), None)
+    flags = set(args)
+    assert {"--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-net",
+            "--unshare-ipc", "--unshare-uts", "--clearenv", "--as-pid-1",
+            "--die-with-parent", "--new-session"} <= flags
+    binds = [(args[i + 1], args[i + 2]) for i, a in enumerate(args) if a == "--ro-bind"]
+    assert (RUNNER_HOST_PATH, RUNNER_PATH) in binds
+    assert "--bind" not in flags and "--dev-bind" not in flags  # nothing writable
+    repo = os.path.dirname(os.path.dirname(RUNNER_HOST_PATH))
+    assert not [s for s, _ in binds if s in ("/", "/home", "/root", repo)]
+    i = args.index("/tmp", args.index("--tmpfs") - 1)
+    assert args[i - 3:i + 1] == ["--size", str(32 * 1024 * 1024), "--tmpfs", "/tmp"]
+    assert args[args.index("--remount-ro") + 1] in ("/dev", "/")
+    assert args[-4:] == ["-I", "-B", RUNNER_PATH, "--container"]

@@ -1,6 +1,6 @@
 """The execution gate: run generated code against its tests in a sandbox.
 
-- `SandboxPool`: warm Docker containers (or local processes, backend=process), each with
+- `SandboxPool`: warm Docker containers (or bubblewrap sandboxes, backend=process), each with
   a runner that forks per sample; see pool.py, docker_backend.py and runner.py.
 - `run_records`: the `python -m pipeline sandbox` engine, JSON records in and out.
 - `check_image`: the start-up check (daemon reachable, image present).

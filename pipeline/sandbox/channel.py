@@ -1,6 +1,6 @@
 """The host's end of a runner: send a request frame, wait for the answer frame.
 
-A `RunnerChannel` wraps one warm runner (a container, or a local process for the
+A `RunnerChannel` wraps one warm runner (a container, or a bubblewrap sandbox for the
 `process` backend). Subclasses say how bytes arrive (`_recv_some`) and leave (`_send`);
 this class does the framing and the deadlines. Anything that breaks the conversation
 (end of stream, a deadline passed, a corrupt frame) raises `SandboxDied`, after which the
@@ -77,7 +77,7 @@ class RunnerChannel:
                 raise self._died(f"no answer within {timeout:.0f} s")
             try:
                 data = self._recv_some(left)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: closed by another thread
                 raise self._died(f"connection lost ({exc})") from None
             if data is None:
                 raise self._died("the runner exited (container killed or crashed)")

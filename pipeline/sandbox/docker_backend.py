@@ -13,6 +13,7 @@ sees end of input and exits (auto_remove removes it); `cleanup_stale` catches th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -58,7 +59,6 @@ def connect(cfg: SandboxConfig) -> Any:
     except ImportError:
         raise SandboxUnavailable("the docker Python package is missing: pip install "
                                  "'docker>=7' (or set sandbox.backend)") from None
-    url = daemon_url(cfg)
     client = None
     try:
         client = (docker.DockerClient(base_url=cfg.docker_host, timeout=60)
@@ -67,11 +67,21 @@ def connect(cfg: SandboxConfig) -> Any:
     except Exception as exc:
         if client is not None:
             client.close()
-        raise SandboxUnavailable(
-            f"Docker daemon not reachable at {url} — start it with `sudo systemctl start "
-            f"docker` (or `dockerd &`), or set sandbox.backend ({type(exc).__name__}: "
-            f"{str(exc)[:200]})") from None
+        raise SandboxUnavailable(daemon_unreachable_message(cfg, exc)) from None
     return client
+
+
+def daemon_unreachable_message(cfg: SandboxConfig, exc: BaseException) -> str:
+    return (f"Docker daemon not reachable at {daemon_url(cfg)} — start it with `sudo "
+            f"systemctl start docker` (or `dockerd &`), or set sandbox.backend "
+            f"({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """The daemon did not answer at all (as opposed to answering with an error)."""
+    import requests
+
+    return isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError))
 
 
 def image_missing_message(image: str) -> str:
@@ -189,6 +199,8 @@ class DockerChannel(RunnerChannel):
         except Exception as exc:
             if "No such image" in str(exc):
                 raise SandboxUnavailable(image_missing_message(cfg.image)) from None
+            if _is_connection_error(exc):  # the daemon went away since start-up
+                raise SandboxUnavailable(daemon_unreachable_message(cfg, exc)) from None
             raise SandboxUnavailable(f"cannot create a sandbox container: {exc}") from None
         self.name = f"container {self.id[:12]}"
         try:
@@ -230,7 +242,11 @@ class DockerChannel(RunnerChannel):
 
     def close(self) -> None:
         self.dead = True
-        for obj in (getattr(self, "_raw", None), getattr(self, "_sock", None)):
+        sock = getattr(self, "_sock", None)
+        if sock is not None:  # wakes a thread that waits on it; close() alone would not
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for obj in (getattr(self, "_raw", None), sock):
             try:
                 if obj is not None:
                     obj.close()
@@ -280,6 +296,14 @@ class DockerBackend:
             return []
         try:
             return remove_pool(self.client, self.pool_id)
+        except Exception as exc:  # the daemon is gone: nothing to ask it
+            if not _is_connection_error(exc):
+                raise
+            log.error("cannot remove the containers of sandbox pool %s: %s. Cut off from "
+                      "us they see end of input and exit (auto-removed); `cleanup_stale` "
+                      "removes any left at the next start", self.pool_id,
+                      daemon_unreachable_message(self.cfg, exc))
+            return [f"pool {self.pool_id} (daemon unreachable)"]
         finally:
             self.client.close()
             self.client = None

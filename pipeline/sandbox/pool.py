@@ -1,6 +1,6 @@
 """A pool of warm runners that executes samples in parallel.
 
-`SandboxPool(cfg)` holds `cfg.workers` runners (containers, or local processes for
+`SandboxPool(cfg)` holds `cfg.workers` runners (containers, or bubblewrap sandboxes for
 backend=process), each running one sample at a time; `run_many` spreads samples over them
 from as many threads. A runner that dies mid-sample (container killed, crashed, hung past
 the host deadline) is replaced, and its sample is retried once on another runner; a second
@@ -56,6 +56,7 @@ class SandboxPool:
         self._all: set[RunnerChannel] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
 
     def __enter__(self) -> SandboxPool:
         self.start()
@@ -69,6 +70,7 @@ class SandboxPool:
 
         Raises SandboxUnavailable (with the fix in its message) if none can be started.
         """
+        self._closed = False
         self._backend = make_backend(self.cfg, self.pool_id)
         try:
             self._backend.connect()
@@ -99,18 +101,27 @@ class SandboxPool:
     def _start_reserved(self) -> RunnerChannel:
         """Start a runner for a slot already counted in `_live` (freed again on failure)."""
         try:
+            if self._closed:
+                raise SandboxUnavailable("the sandbox pool is closed")
             ch = self._backend.start_channel()
         except Exception as exc:
             with self._lock:
                 self._live -= 1
+            if self._closed:
+                raise SandboxUnavailable("the sandbox pool is closed") from None
             self.outage = str(exc) if isinstance(exc, SandboxUnavailable) \
                 else f"cannot start a sandbox runner: {exc!r}"
             self._count("start_failures")
             raise SandboxUnavailable(self.outage) from None
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._all.add(ch)
+        if closed:  # close() ran while this runner started: it must not outlive the pool
+            ch.shutdown()
+            raise SandboxUnavailable("the sandbox pool is closed")
         self.outage = None
         self._count("runners_started")
-        with self._lock:
-            self._all.add(ch)
         return ch
 
     def _acquire(self) -> RunnerChannel:
@@ -147,9 +158,12 @@ class SandboxPool:
 
     def request(self, sample_id: Any, code: str, tests: str) -> dict[str, Any]:
         """Run one sample; returns the runner's result frame (see runner.py)."""
+        # RLIMIT_NPROC only where the runner has a user namespace of its own (process):
+        # in Docker the uid is shared by every container and the pids cgroup limits them.
         req = {"op": "run", "id": sample_id, "code": code, "tests": tests,
                "timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb,
-               "output_limit": self.cfg.output_limit_bytes}
+               "output_limit": self.cfg.output_limit_bytes, "fsize_mb": self.cfg.tmpfs_mb,
+               "nproc": self.cfg.pids_limit if self.cfg.backend == "process" else 0}
         host_timeout = self.cfg.timeout_s * STARVATION_CAP + HOST_GRACE_S
         last: SandboxDied | None = None
         for _attempt in range(2):
@@ -194,6 +208,7 @@ class SandboxPool:
             self._executor.shutdown(wait=True)
             self._executor = None
         with self._lock:
+            self._closed = True
             chans, self._all, self._live = list(self._all), set(), 0
         while True:
             try:

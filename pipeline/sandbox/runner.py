@@ -1,12 +1,14 @@
 """The sandbox runner: a warm Python process that runs one sample at a time.
 
-It runs INSIDE the sandbox container (Python 3.11, Debian bookworm, standard library only;
-the host bind-mounts this file read-only at /opt/sandbox/runner.py), and the host imports it
-for the frame codec and the test splitter, so it must stay self-contained.
+It runs INSIDE the sandbox (a container: Python 3.11, Debian bookworm; or a bubblewrap
+sandbox for backend=process), standard library only; the host bind-mounts this one file
+read-only at /opt/sandbox/runner.py and imports it for the frame codec and the test
+splitter, so it must stay a single self-contained script.
 
 Protocol: length-prefixed JSON frames (4-byte big-endian length, UTF-8 JSON) on the
 runner's stdin/stdout. The runner first sends {"op": "ready"}; then, for every
-{"op": "run", "id", "code", "tests", "timeout_s", "memory_mb", "output_limit"} it answers
+{"op": "run", "id", "code", "tests", "timeout_s", "memory_mb", "output_limit"} (optional:
+"fsize_mb" for RLIMIT_FSIZE, "nproc" for RLIMIT_NPROC) it answers
 one result frame {"id", "status", "duration_s", "tests_passed", "tests_total", "stdout",
 "stderr", "detail"}; {"op": "exit"} or end of input stops it.
 
@@ -61,6 +63,8 @@ WARM_MODULES = ("pytest", "re", "math", "collections", "itertools", "functools",
                 "fractions", "statistics", "dataclasses", "copy", "json")
 #: Tracebacks sent back as evidence are cut to this many characters.
 DETAIL_CHARS = 4000
+#: Capacity asked for the sample's stdout and stderr pipes (Linux's default maximum).
+PIPE_BYTES = 1 << 20
 
 PASSED, FAILED, TIMEOUT, MEMORY, SANDBOX_ERROR = (
     "passed", "failed", "timeout", "memory_exceeded", "sandbox_error")
@@ -368,6 +372,15 @@ def _child(req: dict, style: str, nonce: str, work_dir: str, pipes: tuple[int, i
         mem = int(req["memory_mb"]) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # A backstop only: the wall-clock deadline (at most STARVATION_CAP x timeout) comes
+        # first; SIGXCPU counts as a timeout.
+        cpu = int(float(req["timeout_s"]) * STARVATION_CAP) + 2
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        if req.get("fsize_mb"):  # Python ignores SIGXFSZ: a bigger write raises OSError
+            size = int(req["fsize_mb"]) * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        if req.get("nproc"):  # processes (threads too) of our uid in our user namespace
+            resource.setrlimit(resource.RLIMIT_NPROC, (int(req["nproc"]),) * 2)
         # If the container runs out of memory, the kernel kills the sample, not the runner.
         with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
@@ -402,7 +415,7 @@ class _Capture:
 
     def pump(self) -> None:
         try:
-            b = os.read(self.fd, 65536)
+            b = os.read(self.fd, PIPE_BYTES)
         except BlockingIOError:
             return
         if not b:
@@ -445,18 +458,15 @@ def _oom_kills() -> int:
 
 
 class Runner:
-    """The runner's state: channel fds, the SIGCHLD wakeup pipe, container or local mode.
+    """The runner's state: channel fds and the SIGCHLD wakeup pipe.
 
-    In a container the runner is pid 1 and owns the whole pid namespace and /tmp; in local
-    mode (the `process` backend) it only kills the sample's process group and wipes its
-    own work directory.
+    The runner is pid 1 of its sandbox (a container, or a bubblewrap sandbox for
+    backend=process) and owns the whole pid namespace, /tmp and /dev/shm.
     """
 
-    def __init__(self, chan_in: int, chan_out: int, in_container: bool, work_dir: str) -> None:
+    def __init__(self, chan_in: int, chan_out: int) -> None:
         self.chan_in, self.chan_out = chan_in, chan_out
-        self.in_container = in_container
-        self.work_dir = work_dir
-        self.wipe_dirs = CONTAINER_WIPE_DIRS if in_container else (work_dir,)
+        self.work_dir = CONTAINER_WORK_DIR
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -491,6 +501,11 @@ class Runner:
         self.cleanup(None, None)  # a fresh /tmp even if an earlier sample left a mess
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        for fd in (out_w, err_w):  # fewer, bigger reads when the code floods its output
+            with contextlib.suppress(OSError, AttributeError):
+                import fcntl
+
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         ev_r, ev_w = os.pipe()
         oom_before = _oom_kills()
         t0 = time.monotonic()
@@ -504,6 +519,9 @@ class Runner:
         for c in caps:
             os.set_blocking(c.fd, False)
         status_word, timed_out = self._wait(pid, caps, t0, timeout)
+        if status_word is not None and os.WIFSIGNALED(status_word) \
+                and os.WTERMSIG(status_word) == signal.SIGXCPU:
+            timed_out = True  # RLIMIT_CPU
         duration = time.monotonic() - t0
         self.cleanup(pid, caps)
         for c in caps:
@@ -561,13 +579,10 @@ class Runner:
     def cleanup(self, pid: int | None, caps: list[_Capture] | None) -> None:
         """Kill every process but the runner, reap them, drain the pipes, wipe scratch."""
         for _ in range(50):
-            if self.in_container:
-                # We are pid 1 of the container's pid namespace: -1 reaches every other
-                # process in it, stray daemons and fork bombs included, in one go.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(-1, signal.SIGKILL)
-            elif pid is not None:
-                _kill_group(pid)
+            # We are pid 1 of the sandbox's pid namespace: -1 reaches every other process
+            # in it, stray daemons and fork bombs included, in one go.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(-1, signal.SIGKILL)
             reaped = False
             while True:
                 try:
@@ -577,20 +592,19 @@ class Runner:
                 if p <= 0:
                     break
                 reaped = True
-            if not self.in_container or (not reaped and not _other_pids()):
+            if not reaped and not _other_pids():
                 break
             time.sleep(0.001)
         if caps:
-            # The writers are dead (in a container; locally a stray that left the process
-            # group may hold a pipe, hence the deadline): read what is left.
-            deadline = time.monotonic() + (5.0 if self.in_container else 1.0)
+            # The writers are dead: read what is left.
+            deadline = time.monotonic() + 5.0
             while any(c.open for c in caps) and time.monotonic() < deadline:
                 fds = [c.fd for c in caps if c.open]
                 ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
                 for c in caps:
                     if c.fd in ready:
                         c.pump()
-        for d in self.wipe_dirs:
+        for d in CONTAINER_WIPE_DIRS:
             wipe_dir(d)
 
 
@@ -644,16 +658,13 @@ def _nondumpable() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Serve frames on stdin/stdout.
 
-    `--container`: we run as pid 1 of a sandbox container (kill everything else after each
-    sample, wipe /tmp and /dev/shm). Otherwise `--workdir DIR` is the scratch directory.
+    `--container` (required): we run as pid 1 of a sandbox's pid namespace, so after
+    each sample we kill everything else and wipe /tmp and /dev/shm.
     """
     argv = sys.argv[1:] if argv is None else argv
-    in_container = "--container" in argv and os.getpid() == 1
-    if "--container" in argv and not in_container:
-        sys.exit("runner: --container needs to run as pid 1 of a container")
-    work_dir = argv[argv.index("--workdir") + 1] if "--workdir" in argv else CONTAINER_WORK_DIR
-    if not in_container and "--workdir" not in argv:
-        sys.exit("runner: outside a container, pass --workdir DIR")
+    if "--container" not in argv or os.getpid() != 1:
+        sys.exit("runner: needs --container and to run as pid 1 of a sandbox (container or "
+                 "bubblewrap), since it kills every other process after each sample")
     chan_in, chan_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -665,7 +676,7 @@ def main(argv: list[str] | None = None) -> None:
             __import__(name)
     gc.collect()
     gc.freeze()
-    Runner(chan_in, chan_out, in_container, work_dir).serve()
+    Runner(chan_in, chan_out).serve()
 
 
 if __name__ == "__main__":
