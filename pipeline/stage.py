@@ -29,7 +29,7 @@ class Stage:
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     #: Samples per batch the executor hands over; I/O-bound stages want large batches.
-    batch_size: ClassVar[int] = 16
+    batch_size: int = 16
     #: Executor hint: which worker pool hosts the stage ("cpu", "llm" or "sandbox"); the
     #: Ray executor sizes each pool from the `ray` config section.
     pool: ClassVar[str] = "cpu"
