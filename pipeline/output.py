@@ -18,6 +18,8 @@ import datasets
 
 from pipeline.record import Sample
 
+datasets.disable_progress_bars()
+
 _EXEC = {
     "status": datasets.Value("string"),
     "duration_s": datasets.Value("float64"),
