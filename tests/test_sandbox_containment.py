@@ -356,9 +356,23 @@ def test_passing_sample_passes_with_the_cpus_busy(pool: SandboxPool) -> None:
         (base["duration_s"], [(r["status"], r["duration_s"]) for r in busy])
 
 
+def my_children() -> set[int]:
+    """Pids of this test process's direct children."""
+    mine = set()
+    for pid in host_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    mine.add(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return mine
+
+
 @backends()
 def test_nothing_is_left_on_the_host_after_close(pool: SandboxPool) -> None:
     backend = pool.cfg.backend
+    children_before = my_children()
     p = start_pool(backend, workers=2)
     marker = f"{5000 + os.getpid() % 1000}.{int(time.time() * 1000) % 10**6}"
     code = f"import subprocess\nsubprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
@@ -392,16 +406,9 @@ def test_nothing_is_left_on_the_host_after_close(pool: SandboxPool) -> None:
         assert not (procs | runner_pids) & host_pids()
     slow.join()
     assert host_cmdlines_with(marker) == []
-    # No stray children of the pipeline either (bwrap, unshare helpers).
-    mine = []
-    for pid in host_pids():
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                    mine.append(pid)
-        except (OSError, ValueError, IndexError):
-            continue
+    # No stray children of the pipeline either (bwrap, unshare helpers). Children that
+    # existed before this test (the shared Ray instance, other fixtures) don't count.
     fixture_runners = {ch._proc.pid for ch in pool.runners()  # type: ignore[attr-defined]
                        } if backend == "process" else set()
-    assert set(mine) - fixture_runners == set()
+    assert my_children() - children_before - fixture_runners == set()
     assert slow_result and slow_result[0]["status"] == "sandbox_error"
