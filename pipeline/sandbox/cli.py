@@ -9,14 +9,12 @@ input or config.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
-from collections.abc import Iterator
-from typing import IO, Any
+from collections import Counter
+from typing import Any
 
 from pipeline.config import ConfigError, SandboxConfig, load_config
-from pipeline.sandbox.channel import SandboxUnavailable
+from pipeline.jsonl import run_jsonl
 from pipeline.sandbox.pool import run_records
 
 
@@ -49,19 +47,6 @@ def _sandbox_config(args: argparse.Namespace) -> SandboxConfig:
     return cfg
 
 
-def _read(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
-    for n, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{name} line {n}: not JSON ({exc})") from None
-        if not isinstance(rec, dict):
-            raise ValueError(f"{name} line {n}: expected a JSON object")
-        yield rec
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit code."""
     try:
@@ -69,27 +54,14 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    with contextlib.ExitStack() as stack:
-        try:
-            src = sys.stdin if args.input == "-" else stack.enter_context(
-                open(args.input, encoding="utf-8"))
-            dst = sys.stdout if args.output == "-" else stack.enter_context(
-                open(args.output, "w", encoding="utf-8"))
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        counts: dict[str, int] = {}
-        try:
-            for res in run_records(cfg, _read(src, args.input)):
-                dst.write(json.dumps(res, ensure_ascii=False) + "\n")
-                dst.flush()
-                counts[res["status"]] = counts.get(res["status"], 0) + 1
-        except SandboxUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    counts: Counter[str] = Counter()
+
+    def count(res: dict[str, Any]) -> None:
+        counts[res["status"]] += 1
+
+    rc = run_jsonl(args.input, args.output, lambda recs: run_records(cfg, recs), count)
+    if rc:
+        return rc
     summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no records"
     print(f"sandbox: {summary}", file=sys.stderr)
     return 0

@@ -12,15 +12,13 @@ input or config.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 from collections import Counter
 from typing import Any
 
 from pipeline.config import ConfigError, TransformConfig, load_config
-from pipeline.sandbox.channel import SandboxUnavailable
-from pipeline.sandbox.cli import _read, _sandbox_config
+from pipeline.jsonl import run_jsonl
+from pipeline.sandbox.cli import _sandbox_config
 from pipeline.transform.generate import selected_operators
 from pipeline.transform.run import transform_records
 
@@ -83,27 +81,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     counts: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
-    with contextlib.ExitStack() as stack:
-        try:
-            src = sys.stdin if args.input == "-" else stack.enter_context(
-                open(args.input, encoding="utf-8"))
-            dst = sys.stdout if args.output == "-" else stack.enter_context(
-                open(args.output, "w", encoding="utf-8"))
-        except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        try:
-            for rec in transform_records(tcfg, scfg, _read(src, args.input),
-                                         all_ops=args.all_ops, counts=counts):
-                dst.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                verdicts[f"{rec['kind']} {rec['verdict']}"
-                         + (f" ({rec['reason']})" if rec["reason"] else "")] += 1
-        except SandboxUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    def tally(rec: dict[str, Any]) -> None:
+        reason = f" ({rec['reason']})" if rec["reason"] else ""
+        verdicts[f"{rec['kind']} {rec['verdict']}{reason}"] += 1
+
+    rc = run_jsonl(args.input, args.output,
+                   lambda recs: transform_records(tcfg, scfg, recs, all_ops=args.all_ops,
+                                                  counts=counts), tally)
+    if rc:
+        return rc
     summary = ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())) or "no variants"
     na = sum(v for k, v in counts.items() if k.endswith(":not_applicable"))
     print(f"transform: {summary}; {na} operator application(s) not applicable",
