@@ -151,3 +151,12 @@ def test_variants_for_respects_config() -> None:
 def test_unknown_operator_is_named() -> None:
     with pytest.raises(ValueError, match=r"unknown transform operator\(s\) \['nope'\]"):
         selected_operators(["nope"])
+
+
+def test_return_to_temp_handles_return_without_space() -> None:
+    from pipeline.transform.base import Source, operators, rng_for
+
+    op = next(o for o in operators() if o.name == "return_to_temp")
+    v = op.apply(Source("def f(x):\n    y = x + 1\n    return(y * 2)\n"), rng_for("id", op.name))
+    assert v is not None and "return value" in v.code.replace("return  ", "return ")
+    compile(v.code, "<variant>", "exec")

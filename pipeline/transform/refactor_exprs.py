@@ -180,8 +180,11 @@ class ReturnToTemp(Operator):
         assign = assign.with_changes(  # type: ignore[call-arg]
             body=[assign.body[0].with_changes(value=value)],  # type: ignore[attr-defined]
             leading_lines=stmt.leading_lines)
-        new_ret = stmt.with_changes(body=[ret.with_changes(value=cst.Name(tmp))],
-                                    leading_lines=[])
+        # `return(x)` has no space after the keyword; `return tmp` needs one.
+        new_ret = stmt.with_changes(
+            body=[ret.with_changes(value=cst.Name(tmp),
+                                   whitespace_after_return=cst.SimpleWhitespace(" "))],
+            leading_lines=[])
         body = list(block.body)
         body[i:i + 1] = [assign, new_ret]
         return self.replace(src, block, block.with_changes(body=body), temp=tmp)
