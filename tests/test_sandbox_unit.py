@@ -184,3 +184,17 @@ def test_bwrap_command_isolates_and_binds_only_what_the_runner_needs() -> None:
     assert args[i - 3:i + 1] == ["--size", str(32 * 1024 * 1024), "--tmpfs", "/tmp"]
     assert args[args.index("--remount-ro") + 1] in ("/dev", "/")
     assert args[-4:] == ["-I", "-B", RUNNER_PATH, "--container"]
+
+
+def test_python_under_tmp_is_bound_where_the_sandbox_tmpfs_does_not_hide_it(monkeypatch) -> None:
+    # A checkout in /tmp (CI clones anywhere) keeps its .venv there; the sandbox mounts its
+    # own /tmp, so that Python must appear under /run/host instead.
+    from pipeline.sandbox import process_backend as pb
+
+    monkeypatch.setattr(pb, "_python_dirs", lambda: ["/tmp/ci/.venv"])
+    monkeypatch.setattr(pb.sys, "executable", "/tmp/ci/.venv/bin/python3")
+    args = pb.bwrap_args(SandboxConfig(backend="process"), None)
+    i = args.index("/tmp/ci/.venv")
+    assert args[i - 1] == "--ro-bind" and args[i + 1] == "/run/host/tmp/ci/.venv"
+    assert args[args.index("--") + 1] == "/run/host/tmp/ci/.venv/bin/python3"
+    assert pb.sandbox_path("/opt/venv") == "/opt/venv"

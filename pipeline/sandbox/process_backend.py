@@ -78,6 +78,19 @@ def _python_dirs() -> list[str]:
     return out
 
 
+#: Host paths that the sandbox's own tmpfs mounts hide; Python installed below one of them
+#: (a checkout in /tmp with its .venv, say) is bound under HIDDEN_PREFIX instead.
+HIDDEN_DIRS = ("/tmp", "/dev/shm")
+HIDDEN_PREFIX = "/run/host"
+
+
+def sandbox_path(path: str) -> str:
+    """Where a host path of the pipeline's Python appears inside the sandbox."""
+    if any(path == h or path.startswith(h + "/") for h in HIDDEN_DIRS):
+        return HIDDEN_PREFIX + path
+    return path
+
+
 def _parents(path: str) -> list[str]:
     parts = path.strip("/").split("/")[:-1]
     return ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
@@ -99,7 +112,7 @@ def bwrap_args(cfg: SandboxConfig, userns_fd: int | None,
              "--hostname", "sandbox", "--clearenv"]
     for k, v in SANDBOX_ENV.items():
         args += ["--setenv", k, v]
-    binds = [(d, d) for d in ["/usr", *_python_dirs()]]
+    binds = [(d, sandbox_path(d)) for d in ["/usr", *_python_dirs()]]
     binds += [(f"/etc/{f}", f"/etc/{f}") for f in ETC_FILES if os.path.exists(f"/etc/{f}")]
     binds.append((RUNNER_HOST_PATH, RUNNER_PATH))
     made: set[str] = set()
@@ -119,7 +132,8 @@ def bwrap_args(cfg: SandboxConfig, userns_fd: int | None,
              "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp",
              "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
              "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
-    runner = [sys.executable, "-I", "-B", RUNNER_PATH, "--container"]
+    python = sandbox_path(os.path.abspath(sys.executable))
+    runner = [python, "-I", "-B", RUNNER_PATH, "--container"]
     if userns_fd is not None:
         # bwrap keeps the namespace root's capabilities for us; setpriv drops them all.
         # (Changing the uid also clears --die-with-parent: ProcessChannel.kill kills the
