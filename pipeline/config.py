@@ -113,12 +113,94 @@ class LLMConfig(_Section):
         return self
 
 
+class SelfInstructConfig(_Section):
+    """Self-Instruct (Wang et al. 2022; Code Alpaca): new tasks from in-context examples,
+    kept only if novel (ROUGE-L) against the pool of seeds and accepted tasks."""
+
+    num_seeds: int | None = Field(None, ge=1, description="Seed tasks that each send one "
+                                  "request per round; default: all of `seed_tasks`.")
+    target: int = Field(40, ge=1, description="New instructions to accept; rounds stop once "
+                        "this many are in the pool (counted per LLM actor).")
+    rounds: int = Field(3, ge=1, description="Most rounds of generation.")
+    examples_per_request: int = Field(4, ge=1, description="In-context example tasks per "
+                                      "request.")
+    generated_examples: int = Field(1, ge=0, description="Of those, how many come from earlier "
+                                    "accepted generations when there are any (rest: seeds).")
+    tasks_per_request: int = Field(5, ge=1, description="New tasks asked for per request.")
+    novelty_threshold: float = Field(0.7, gt=0, le=1, description="Keep a new instruction "
+                                     "only if its ROUGE-L against every pool item is below "
+                                     "this.")
+    min_words: int = Field(8, ge=1, description="Shortest instruction kept, in words.")
+    max_words: int = Field(150, ge=1, description="Longest instruction kept, in words.")
+    blocked_keywords: list[str] = Field(
+        default_factory=lambda: ["image", "images", "picture", "file", "files", "network",
+                                 "internet", "website", "url", "gui", "video", "audio",
+                                 "music", "draw", "plot", "database", "input()"],
+        description="Instructions containing one of these words (any case) are dropped: "
+        "tasks a text-only model or the sandbox cannot do.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SelfInstructConfig:
+        if self.min_words > self.max_words:
+            raise ValueError("generation.self_instruct.min_words must not exceed max_words")
+        if self.generated_examples > self.examples_per_request:
+            raise ValueError("generation.self_instruct.generated_examples must not exceed "
+                             "examples_per_request")
+        return self
+
+
+class EvolConfig(_Section):
+    """Evol-Instruct (WizardCoder): evolve seed tasks in depth and breadth for several rounds,
+    dropping failed evolutions."""
+
+    num_seeds: int | None = Field(None, ge=1, description="Seed tasks to evolve; default: all "
+                                  "of `seed_tasks`.")
+    rounds: int = Field(2, ge=1, description="Evolution rounds; each round evolves the "
+                        "previous round's survivors.")
+    operators: list[Literal["add_constraints", "rarer_requirement", "more_reasoning",
+                            "erroneous_code", "complexity", "breadth"]] = Field(
+        default_factory=lambda: ["add_constraints", "rarer_requirement", "more_reasoning",
+                                 "erroneous_code", "complexity", "breadth"],
+        min_length=1,
+        description="Operators to choose from (deterministically per sample and round): five "
+        "in depth, `breadth` writes a new task in the same domain.")
+    max_copy_similarity: float = Field(0.95, gt=0, le=1, description="An evolution with "
+                                       "ROUGE-L this close to its parent copied the prompt.")
+    breadth_max_similarity: float = Field(0.7, gt=0, le=1, description="A breadth evolution "
+                                          "must score below this against its parent.")
+
+
+class Case2CodeConfig(_Section):
+    """Case2Code: infer a verified function from input/output pairs computed in the sandbox."""
+
+    num_seeds: int | None = Field(None, ge=0, description="Seed tasks used as verified "
+                                  "functions besides the run's passed samples; default: all.")
+    min_shown: int = Field(2, ge=1, description="Fewest input/output pairs shown to the "
+                           "model.")
+    held_out: int = Field(2, ge=1, description="Most pairs held out to check the answer (at "
+                          "least one, always).")
+    max_value_chars: int = Field(200, ge=8, description="Pairs whose input or output is longer "
+                                 "than this (as Python source) are not used.")
+
+
 class GenerationConfig(_Section):
     """Which strategies make samples, and how many."""
 
-    strategies: list[Literal["oss_instruct"]] = Field(
+    strategies: list[Literal["oss_instruct", "self_instruct", "evol_instruct",
+                             "case2code"]] = Field(
         default_factory=lambda: ["oss_instruct"], description="Generation strategies to run.")
     samples_per_seed: int = Field(1, ge=1, description="Problems asked for per seed snippet.")
+    seed_tasks: str | None = Field(None, description="JSONL of seed tasks (id, instruction, "
+                                   "solution, tests) for self_instruct, evol_instruct and "
+                                   "case2code; default: the bundled data/seed_tasks.jsonl.")
+    solutions_per_instruction: int = Field(
+        1, ge=1, description="Candidate solution+tests replies per generated instruction; the "
+        "sandbox keeps those that pass and each sample's scores record the pass count.")
+    self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig,
+                                              description="Self-Instruct settings.")
+    evol: EvolConfig = Field(default_factory=EvolConfig, description="Evol-Instruct settings.")
+    case2code: Case2CodeConfig = Field(default_factory=Case2CodeConfig,
+                                       description="Case2Code settings.")
 
 
 class SandboxConfig(_Section):

@@ -40,8 +40,10 @@ DATASET_FEATURES = datasets.Features({
     "parent_id": datasets.Value("string"),
     "seed_ref": datasets.Value("string"),
     "round": datasets.Value("int64"),
+    "kind": datasets.Value("string"),
     "op": datasets.Value("string"),
     "execution": _EXEC,
+    "scores": [{"name": datasets.Value("string"), "value": datasets.Value("float64")}],
     "model": datasets.Value("string"),
 })
 
@@ -78,8 +80,11 @@ def dataset_row(s: Sample) -> dict[str, Any]:
                      {"role": "assistant", "content": s.response}],
         "instruction": s.instruction, "response": s.response, "code": s.code,
         "tests": s.tests, "language": s.language, "strategy": s.strategy,
-        "parent_id": s.parent_id, "seed_ref": s.seed_ref, "round": s.round, "op": s.op,
-        "execution": _execution(s), "model": s.model,
+        "parent_id": s.parent_id, "seed_ref": s.seed_ref, "round": s.round, "kind": s.kind,
+        "op": s.op,
+        "execution": _execution(s),
+        "scores": [{"name": k, "value": float(v)} for k, v in sorted(s.scores.items())],
+        "model": s.model,
     }
 
 
@@ -94,10 +99,24 @@ def rejected_row(s: Sample) -> dict[str, Any]:
     }
 
 
+def _to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
+    # from_list([]) loses the schema; an empty split must still have every column.
+    if not rows:
+        return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    return datasets.Dataset.from_list(rows, features=features)
+
+
 def _save(obj: datasets.Dataset | datasets.DatasetDict, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    obj.save_to_disk(str(tmp))
+    # datasets writes zero shards for an empty split and then cannot load it back.
+    if isinstance(obj, datasets.DatasetDict):
+        shards = {k: 1 for k, v in obj.items() if v.num_rows == 0} or None
+        if shards:
+            shards = {k: shards.get(k, max(1, v.num_rows // 100_000)) for k, v in obj.items()}
+    else:
+        shards = 1 if obj.num_rows == 0 else None
+    obj.save_to_disk(str(tmp), num_shards=shards)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
@@ -119,10 +138,9 @@ def write_outputs(out_dir: Path, samples: list[Sample], stats: dict[str, Any]) -
     samples = sorted(dedupe(samples), key=lambda s: s.id)
     kept = [s for s in samples if not s.rejected]
     dropped = [s for s in samples if s.rejected]
-    train = datasets.Dataset.from_list([dataset_row(s) for s in kept], features=DATASET_FEATURES)
+    train = _to_dataset([dataset_row(s) for s in kept], DATASET_FEATURES)
     _save(datasets.DatasetDict({"train": train}), out_dir / "dataset")
-    rej = datasets.Dataset.from_list([rejected_row(s) for s in dropped],
-                                     features=REJECTED_FEATURES)
+    rej = _to_dataset([rejected_row(s) for s in dropped], REJECTED_FEATURES)
     _save(rej, out_dir / "rejected")
     reasons = Counter(f"{s.reject_stage}/{s.reject_reason.value}" for s in dropped
                       if s.reject_reason)

@@ -41,6 +41,8 @@ class RejectReason(str, Enum):
     STAGE_CRASH = "stage_crash"
     BEHAVIOUR_CHANGED = "behaviour_changed"
     BUG_NOT_CAUGHT = "bug_not_caught"
+    #: Dropped by a content filter (length, keywords, a failed evolution); the detail says which.
+    FILTERED = "filtered"
 
 
 def content_hash(*parts: Any) -> str:

@@ -26,12 +26,40 @@ def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | N
     from pipeline.stages.execute import ExecuteStage
     from pipeline.stages.oss_instruct import OssInstructGenerator
 
+    gen = cfg.generation
     stages: list[Stage] = []
-    if "oss_instruct" in cfg.generation.strategies:
+    if "oss_instruct" in gen.strategies:
         stages.append(OssInstructGenerator(
             endpoint, cfg.llm, cache_path,
-            samples_per_seed=cfg.generation.samples_per_seed, seed=cfg.seed))
+            samples_per_seed=gen.samples_per_seed, seed=cfg.seed))
+    if "self_instruct" in gen.strategies:
+        from pipeline.seeds.tasks import load_seed_tasks
+        from pipeline.stages.self_instruct import SelfInstructGenerator
+
+        pool = [t.instruction for t in load_seed_tasks(gen.seed_tasks)]
+        stages.append(SelfInstructGenerator(endpoint, cfg.llm, cache_path, gen.self_instruct,
+                                            pool, seed=cfg.seed))
+    if "evol_instruct" in gen.strategies:
+        from pipeline.stages.evol_instruct import EvolInstructGenerator
+
+        stages.append(EvolInstructGenerator(endpoint, cfg.llm, cache_path, gen.evol,
+                                            seed=cfg.seed))
+    if {"self_instruct", "evol_instruct"} & set(gen.strategies):
+        from pipeline.stages.solve import SolveStage
+
+        stages.append(SolveStage(endpoint, cfg.llm, cache_path,
+                                 n=gen.solutions_per_instruction, seed=cfg.seed))
     stages.append(ExecuteStage(cfg.sandbox))
+    if "case2code" in gen.strategies:
+        from pipeline.stages.case2code import (
+            Case2CodeCasesStage,
+            Case2CodeCheckStage,
+            Case2CodeInferStage,
+        )
+
+        stages += [Case2CodeCasesStage(cfg.sandbox, gen.case2code),
+                   Case2CodeInferStage(endpoint, cfg.llm, cache_path, seed=cfg.seed),
+                   Case2CodeCheckStage(cfg.sandbox)]
     if cfg.transform.enabled:
         from pipeline.stages.transform import TransformStage, VariantGateStage
 
@@ -64,13 +92,30 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     """
     from pipeline.llm.server import start_backend
     from pipeline.seeds.snippets import load_seeds
+    from pipeline.seeds.tasks import SeedTask, load_seed_tasks
+    from pipeline.stages.self_instruct import final_novelty_pass
+    from pipeline.stages.solve import record_pass_counts
+    from pipeline.stages.strategies import (
+        TASK_SOURCE_FIELDS,
+        source_counts,
+        strategy_summary,
+        task_sources,
+    )
 
     t0 = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_config(cfg))
     preflight(cfg)
-    seeds = load_seeds(cfg.seeds)
+    gen = cfg.generation
+    seeds = load_seeds(cfg.seeds) if "oss_instruct" in gen.strategies else []
     log.info("loaded %d seed snippets", len(seeds))
+    provided = set(SOURCE_FIELDS)
+    tasks: list[SeedTask] = []
+    if set(gen.strategies) - {"oss_instruct"}:
+        tasks = load_seed_tasks(gen.seed_tasks)
+        seeds += task_sources(gen, tasks)
+        provided |= TASK_SOURCE_FIELDS
+        log.info("loaded %d seed tasks", len(tasks))
     if cfg.llm.backend == "embedded" and cfg.llm.max_in_flight > EMBEDDED_IN_FLIGHT:
         # llama.cpp's server answers one request at a time: more in flight only queue
         # there and time out. Two keep it busy without waste.
@@ -83,8 +128,16 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
         cache_path = cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")
     with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
         stages = build_stages(cfg, endpoint, cache_path)
-        check_chain(stages, SOURCE_FIELDS)
+        check_chain(stages, provided)
         result: RunResult = make_executor(cfg).run(stages, seeds)
+    extra: dict[str, Any] = {}
+    if tasks:
+        extra = {"seed_tasks": len(tasks), "sources": source_counts(seeds),
+                 "pass_rates": record_pass_counts(result.samples)}
+        if "self_instruct" in gen.strategies:
+            extra["self_instruct_final_dedup"] = final_novelty_pass(
+                result.samples, [t.instruction for t in tasks],
+                gen.self_instruct.novelty_threshold)
     stats = {
         "seeds": len(seeds),
         "model": endpoint.model,
@@ -92,5 +145,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
         "executor": cfg.ray.executor,
         "stages": result.stage_stats,
         "wall_time_s": round(time.perf_counter() - t0, 1),
+        **extra,
     }
+    if tasks:
+        stats["by_strategy"] = strategy_summary(gen.strategies, result.stage_stats,
+                                                result.samples)
     return write_outputs(out_dir, result.samples, stats)

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 
 from pipeline.config import SandboxConfig
 from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavailable
@@ -181,6 +182,10 @@ class ProcessChannel(RunnerChannel):
     def __init__(self, cfg: SandboxConfig) -> None:
         super().__init__()
         self._pidfd: int | None = None
+        # close() can race with itself: the pool closing while a sample's thread discards
+        # the same dead runner. The pidfd must be closed once, and never signalled after.
+        self._lock = threading.RLock()
+        self._closed = False
         userns = make_userns() if os.geteuid() == 0 else None
         info_r, info_w = os.pipe()
         fds = (info_w,) if userns is None else (info_w, userns)
@@ -221,13 +226,21 @@ class ProcessChannel(RunnerChannel):
 
     def kill(self) -> None:
         """Kill the runner (pid 1 of its namespace: everything in it dies) and bwrap."""
-        if self._pidfd is not None:
+        with self._lock:
+            if self._pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
+                os.killpg(self._proc.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
         self.dead = True
         if self._proc.stdin is not None:
             with contextlib.suppress(OSError):
