@@ -43,13 +43,14 @@ import hashlib
 import logging
 import threading
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from pipeline.config import LLMConfig
 from pipeline.llm.cache import RequestCache, request_key
 from pipeline.llm.client import ChatReply, LLMClient, LLMErrorKind, LLMRequestError
 from pipeline.llm.endpoint import LLMEndpoint
-from pipeline.record import RejectReason, Sample
+from pipeline.record import RejectReason, Sample, content_hash
 from pipeline.stage import FatalStageError, Stage
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ class LLMStage(Stage):
         self.batch_size = self.waves_per_batch * cfg.max_in_flight
         self._consecutive_unreachable = 0
         self._consecutive_refused = 0
+        # Candidate number of each in-flight request sample, by object identity: copies of
+        # one sample are the same record otherwise, and the record has no field for this.
+        self._replica: dict[int, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._client: LLMClient | None = None
@@ -135,6 +139,14 @@ class LLMStage(Stage):
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """Turn the reply into samples; reject with RejectReason.UNPARSEABLE, don't raise."""
         raise NotImplementedError
+
+    def candidates(self, sample: Sample) -> int:
+        """Requests to send for `sample` (several candidate replies); default 1."""
+        return 1
+
+    def replica(self, sample: Sample) -> int:
+        """Which of its sample's candidate requests this copy is (0: the first)."""
+        return self._replica.get(id(sample), 0)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -190,13 +202,29 @@ class LLMStage(Stage):
         """Per-request seed from stage name, run seed and sample id (messages if no id)."""
         ident = sample.id or request_key({"messages": messages})
         digest = hashlib.sha256(f"{self.name}\0{self.seed}\0{ident}".encode()).digest()
-        return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+        base = int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+        # Candidate k > 0 gets its own seed, so the cache keeps candidates apart and the
+        # server samples each anew.
+        k = self.replica(sample)
+        return base if k == 0 else int(content_hash(base, k), 16) & 0x7FFFFFFF
 
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        """Send every sample's request concurrently; return the parsed and rejected samples."""
+        """Send every sample's requests concurrently (`candidates` each); return the parsed
+        and rejected samples."""
         if self._loop is None:
             self.setup()
-        return self._submit(self._run_batch(samples))
+        copies: list[Sample] = []
+        for sample in samples:
+            for k in range(self.candidates(sample)):
+                copy = sample if k == 0 else replace(sample, tokens=dict(sample.tokens),
+                                                     scores=dict(sample.scores))
+                self._replica[id(copy)] = k
+                copies.append(copy)
+        try:
+            return self._submit(self._run_batch(copies))
+        finally:
+            for copy in copies:
+                self._replica.pop(id(copy), None)
 
     async def _run_batch(self, samples: list[Sample]) -> list[Sample]:
         tasks = [asyncio.ensure_future(self._one(s)) for s in samples]

@@ -10,7 +10,6 @@ response format (`llm.response_format: json_schema`).
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -94,24 +93,10 @@ class OssInstructGenerator(LLMStage):
         self.samples_per_seed = samples_per_seed
         self.json_mode = cfg.response_format == "json_schema"
         self.template = TEMPLATES[cfg.response_format]
-        # Replica number of each in-flight request sample, by object identity: copies of
-        # one seed are the same record otherwise, and the record has no field for this.
-        self._replica: dict[int, int] = {}
 
-    def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        """Send `samples_per_seed` requests for each seed sample."""
-        copies: list[Sample] = []
-        for sample in samples:
-            for k in range(self.samples_per_seed):
-                copy = sample if k == 0 else replace(sample, tokens=dict(sample.tokens),
-                                                     scores=dict(sample.scores))
-                self._replica[id(copy)] = k
-                copies.append(copy)
-        try:
-            return super().process_batch(copies)
-        finally:
-            for copy in copies:
-                self._replica.pop(id(copy), None)
+    def candidates(self, sample: Sample) -> int:
+        """`samples_per_seed` requests for each seed sample."""
+        return self.samples_per_seed
 
     def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
         """One user message: the template rendered with the seed; no seed, no request."""
@@ -120,15 +105,10 @@ class OssInstructGenerator(LLMStage):
         return [{"role": "user", "content": render(self.template, seed=sample.seed)}]
 
     def request_params(self, sample: Sample) -> dict[str, Any]:
-        """Replicas' sampling seeds, and the JSON schema in json_schema mode."""
-        params: dict[str, Any] = {}
-        replica = self._replica.get(id(sample), 0)
-        if replica:
-            base = self.request_seed(sample, self.build_messages(sample) or [])
-            params["seed"] = int(content_hash(base, replica), 16) & 0x7FFFFFFF
+        """The JSON schema in json_schema mode."""
         if self.json_mode:
-            params["response_format"] = json_response_format(self.cfg.backend)
-        return params
+            return {"response_format": json_response_format(self.cfg.backend)}
+        return {}
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """One generated sample (child of the seed), or a rejected one; never raises."""

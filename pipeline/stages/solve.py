@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 from pipeline.config import LLMConfig
@@ -83,7 +82,6 @@ class SolveStage(LLMStage):
         self.n = n
         self.json_mode = cfg.response_format == "json_schema"
         self.template = TEMPLATES[cfg.response_format]
-        self._replica: dict[int, int] = {}  # by object identity, as in OssInstructGenerator
 
     @staticmethod
     def wants(sample: Sample) -> bool:
@@ -91,20 +89,9 @@ class SolveStage(LLMStage):
         return sample.strategy in SOLVED_STRATEGIES and not sample.code.strip() \
             and bool(sample.instruction.strip())
 
-    def process_batch(self, samples: list[Sample]) -> list[Sample]:
+    def candidates(self, sample: Sample) -> int:
         """n requests per instruction; other samples pass through untouched."""
-        copies: list[Sample] = []
-        for sample in samples:
-            for k in range(self.n if self.wants(sample) else 1):
-                copy = sample if k == 0 else replace(sample, tokens=dict(sample.tokens),
-                                                     scores=dict(sample.scores))
-                self._replica[id(copy)] = k
-                copies.append(copy)
-        try:
-            return super().process_batch(copies)
-        finally:
-            for copy in copies:
-                self._replica.pop(id(copy), None)
+        return self.n if self.wants(sample) else 1
 
     def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
         if not self.wants(sample):
@@ -113,19 +100,14 @@ class SolveStage(LLMStage):
                                                    instruction=sample.instruction)}]
 
     def request_params(self, sample: Sample) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        replica = self._replica.get(id(sample), 0)
-        if replica:
-            base = self.request_seed(sample, self.build_messages(sample) or [])
-            params["seed"] = int(content_hash(base, replica), 16) & 0x7FFFFFFF
         if self.json_mode:
-            params["response_format"] = solve_response_format(self.cfg.backend)
-        return params
+            return {"response_format": solve_response_format(self.cfg.backend)}
+        return {}
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """One candidate with the instruction's lineage, or a rejected one; never raises."""
         text = reply.text or ""
-        replica = self._replica.get(id(sample), 0)
+        replica = self.replica(sample)
         self.counters[f"generated_{sample.strategy}"] += 1
         cand = Sample(strategy=sample.strategy, parent_id=sample.parent_id,
                       seed_ref=sample.seed_ref, seed=sample.seed, round=sample.round,
