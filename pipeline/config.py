@@ -196,6 +196,10 @@ class GenerationConfig(_Section):
     solutions_per_instruction: int = Field(
         1, ge=1, description="Candidate solution+tests replies per generated instruction; the "
         "sandbox keeps those that pass and each sample's scores record the pass count.")
+    dedup_threshold: float | None = Field(
+        0.7, gt=0, le=1, description="Drop a kept sample whose instruction has ROUGE-L >= this "
+        "against an earlier kept one (all strategies, across actors; candidates of one "
+        "instruction and transformation variants are exempt); null keeps near-duplicates.")
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig,
                                               description="Self-Instruct settings.")
     evol: EvolConfig = Field(default_factory=EvolConfig, description="Evol-Instruct settings.")

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import PipelineConfig, dump_config
+from pipeline.dedup import STAGE as DEDUP_STAGE
+from pipeline.dedup import drop_near_duplicates
 from pipeline.executor import RunResult
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.output import write_outputs
@@ -138,6 +140,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
             extra["self_instruct_final_dedup"] = final_novelty_pass(
                 result.samples, [t.instruction for t in tasks],
                 gen.self_instruct.novelty_threshold)
+    if gen.dedup_threshold is not None:
+        result.stage_stats[DEDUP_STAGE] = drop_near_duplicates(result.samples,
+                                                               gen.dedup_threshold)
     stats = {
         "seeds": len(seeds),
         "model": endpoint.model,

@@ -71,6 +71,23 @@ assert add(-1, 1) == 0
 
 WRONG = GOOD.replace("return a + b", "return a - b")
 
+# A different problem: run-wide dedup must keep it next to GOOD.
+OTHER = """### Problem
+Given a list of words, return them sorted by length, shortest first, ties alphabetical.
+
+### Solution
+```python
+def by_length(words):
+    return sorted(words, key=lambda w: (len(w), w))
+```
+
+### Tests
+```python
+assert by_length(["ccc", "a", "bb"]) == ["a", "bb", "ccc"]
+assert by_length(["b", "a"]) == ["a", "b"]
+```
+"""
+
 
 def model(request: dict[str, Any]) -> Reply:
     prompt = request["messages"][-1]["content"]
@@ -78,8 +95,8 @@ def model(request: dict[str, Any]) -> Reply:
         return Reply.ok("Sure! Here is a nice problem about strings. I hope it helps.")
     if "wrong_marker" in prompt:
         return Reply.ok(WRONG.format(tag="wrong"))
-    tag = "clamp" if "def clamp" in prompt else "chunks"
-    return Reply.ok(GOOD.format(tag=tag), prompt_tokens=100, completion_tokens=50)
+    text = GOOD.format(tag="clamp") if "def clamp" in prompt else OTHER
+    return Reply.ok(text, prompt_tokens=100, completion_tokens=50)
 
 
 def _config(seed_dir: Path, base_url: str, executor: str) -> Any:
@@ -121,6 +138,7 @@ def _check_outputs(out: Path, stats: dict[str, Any]) -> None:
                                              "oss_instruct/unparseable": 1}
     assert on_disk["stages"]["oss_instruct"]["in"] == 4
     assert on_disk["stages"]["execute"]["dropped_exec_failed"] == 1
+    assert on_disk["stages"]["dedup"] == {"in": 2, "out": 2, "dropped_duplicate": 0}
     assert on_disk["tokens"]["oss_instruct_prompt"] >= 200
     assert stats["kept"] == 2
 

@@ -92,6 +92,9 @@ def _all_four(tmp_path: Path, executor: str) -> None:
             "llm": {"backend": "openai", "base_url": srv.base_url, "model": "fake",
                     "max_retries": 0, "timeout_s": 10},
             "generation": {
+                # The fake model's replies repeat one problem; run-wide dedup is pinned in
+                # test_dedup.py and test_run_e2e.py, this test pins per-strategy counts.
+                "dedup_threshold": None,
                 "strategies": ["oss_instruct", "self_instruct", "evol_instruct", "case2code"],
                 "solutions_per_instruction": 2,
                 "self_instruct": {"num_seeds": 1, "target": 2, "rounds": 2},
