@@ -4,6 +4,7 @@ unused parameter with a default, add an unused local variable."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import libcst as cst
 import libcst.matchers as m
@@ -44,6 +45,20 @@ def _keyword_names(src: Source) -> set[str]:
 def _blocked(src: Source) -> tuple[bool, set[str]]:
     info = dynamic_use(src.module)
     return info.dynamic, info.declared
+
+
+def _rename_one(op: Operator, src: Source, rng: random.Random,
+                cands: list[tuple[cst.FunctionDef, Any, str]]) -> Variant | None:
+    """Rename one randomly chosen (function, scope, name) whose bindings are all safe."""
+    rng.shuffle(cands)
+    for fn, scope, old in cands:
+        nodes = binding_names(scope, old)
+        if nodes is None:
+            continue
+        new = src.fresh_name(rng, *name_candidates(old))
+        code = rename_nodes(src.module, nodes, new).code
+        return op.variant(src, code, {"function": fn.name.value, "old": old, "new": new})
+    return None
 
 
 @register
@@ -94,15 +109,7 @@ class RenameParameter(Operator):
                 old = p.name.value
                 if old not in ("self", "cls") and old not in keywords and old not in declared:
                     cands.append((fn, scope, old))
-        rng.shuffle(cands)
-        for fn, scope, old in cands:
-            nodes = binding_names(scope, old)
-            if nodes is None:
-                continue
-            new = src.fresh_name(rng, *name_candidates(old))
-            code = rename_nodes(src.module, nodes, new).code
-            return self.variant(src, code, {"function": fn.name.value, "old": old, "new": new})
-        return None
+        return _rename_one(self, src, rng, cands)
 
 
 @register
@@ -123,15 +130,7 @@ class RenameLocal(Operator):
                 if all(isinstance(getattr(a, "node", None), cst.Name)
                        for a in scope.assignments[name]):
                     cands.append((fn, scope, name))
-        rng.shuffle(cands)
-        for fn, scope, old in cands:
-            nodes = binding_names(scope, old)
-            if nodes is None:
-                continue
-            new = src.fresh_name(rng, *name_candidates(old))
-            code = rename_nodes(src.module, nodes, new).code
-            return self.variant(src, code, {"function": fn.name.value, "old": old, "new": new})
-        return None
+        return _rename_one(self, src, rng, cands)
 
 
 @register
