@@ -30,6 +30,7 @@ from pipeline.sandbox.docker_backend import (
 )
 from pipeline.stage import FatalStageError
 from pipeline.stages.execute import ExecuteStage
+from tests.sandbox_helpers import kill_new_runners
 
 pytestmark = pytest.mark.docker
 
@@ -71,19 +72,7 @@ def test_killed_container_is_replaced_and_sample_retried() -> None:
         assert res["status"] == "passed"  # the retry, in a fresh container
         assert p.stats["runner_deaths"] == 1 and p.stats["runners_started"] == 2
 
-        def kill_twice() -> None:
-            # Each runner that appears gets the sample at once (it sleeps 3 s): kill it
-            # mid-run, however long the replacement took to start on a loaded machine.
-            killed: set[int] = set()
-            while len(killed) < 2:
-                fresh = [ch for ch in p.runners() if id(ch) not in killed]
-                time.sleep(0.5 if fresh else 0.05)
-                for ch in fresh:
-                    ch.kill()
-                    killed.add(id(ch))
-
-        t = threading.Thread(target=kill_twice)
-        t.start()
+        t = kill_new_runners(p, 2)  # the sample sleeps 3 s: both runners die mid-run
         res = run(p, "import time\ntime.sleep(3)\n" + CODE, TESTS)
         t.join()
         assert res["status"] == "sandbox_error" and "died twice" in res["stderr"]

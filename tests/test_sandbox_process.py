@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import threading
-import time
 
 import pytest
 
@@ -23,6 +22,7 @@ from pipeline.sandbox import cli as sandbox_cli
 from pipeline.sandbox.process_backend import ProcessBackend
 from pipeline.stage import FatalStageError
 from pipeline.stages.execute import ExecuteStage
+from tests.sandbox_helpers import kill_new_runners
 
 
 def _bwrap_problem() -> str | None:
@@ -105,19 +105,7 @@ def test_sample_that_kills_every_runner_is_sandbox_error() -> None:
     cfg = SandboxConfig(backend="process", workers=1, timeout_s=5.0)
     with SandboxPool(cfg) as p:
 
-        def kill_twice() -> None:
-            # Each runner that appears gets the sample at once (it sleeps 3 s): kill it
-            # mid-run, however long the replacement took to start on a loaded machine.
-            killed: set[int] = set()
-            while len(killed) < 2:
-                fresh = [ch for ch in p.runners() if id(ch) not in killed]
-                time.sleep(0.5 if fresh else 0.05)
-                for ch in fresh:
-                    ch.kill()
-                    killed.add(id(ch))
-
-        t = threading.Thread(target=kill_twice)
-        t.start()
+        t = kill_new_runners(p, 2)  # the sample sleeps 3 s: both runners die mid-run
         res = p.request("doomed", "import time\ntime.sleep(3)\n", TESTS)
         t.join()
         assert res["status"] == "sandbox_error"
