@@ -222,3 +222,29 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
     if any(_is_testcase(n) for n in tree.body) and "unittest.main" not in called:
         runners.append("unittest.main()")
     return "\n".join([tests, *runners]) if runners else tests
+
+
+_TEST_PROBLEMS = {
+    RejectReason.NO_TESTS: "no assert or test function that calls the solution",
+    RejectReason.SYNTAX_ERROR: "tests do not parse",
+}
+
+
+def check_solution(solution: str, tests: str) -> tuple[str, str] | tuple[RejectReason, str]:
+    """(code, tests) ready to run, or (reason, detail): the Python checks of a reply.
+
+    Moves test code out of the solution, adds missing imports, requires a function, and
+    tidies the tests (`tidy_tests`).
+    """
+    split = split_solution(solution)
+    if isinstance(split, str):
+        return RejectReason.SYNTAX_ERROR, f"solution: {split}"
+    code, moved_tests = split
+    code = add_missing_imports(code)
+    names = top_level_names(code)
+    if not names:
+        return RejectReason.UNPARSEABLE, "the solution defines no function"
+    tidied = tidy_tests("\n\n".join(t for t in (moved_tests, tests.strip()) if t), names)
+    if isinstance(tidied, RejectReason):
+        return tidied, _TEST_PROBLEMS[tidied]
+    return code, tidied

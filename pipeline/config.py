@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.languages import get_language
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -20,19 +22,28 @@ class _Section(BaseModel):
 class SeedsConfig(_Section):
     """Where OSS-Instruct seed snippets come from."""
 
-    source: Literal["stdlib", "directory", "hf_dataset"] = Field(
+    source: Literal["stdlib", "directory", "git", "hf_dataset"] = Field(
         "stdlib",
         description="stdlib: the running interpreter's standard library; directory: source "
-        "files under `path`; hf_dataset: a Hugging Face dataset column of source files.",
+        "files under `path`; git: the files tracked at `ref` in a git repository; "
+        "hf_dataset: a Hugging Face dataset column of source files.",
     )
     path: str | None = Field(
-        None, description="Directory of source files (source=directory), or a dataset name "
-        "or path for `datasets.load_dataset` (hf_dataset).")
+        None, description="Directory of source files (source=directory); a local git "
+        "checkout, bare repository or URL git can clone (git; a URL is fetched shallow once "
+        "into $PIPELINE_CACHE_DIR/repos or ~/.cache/pipeline/repos); or a dataset name or "
+        "path for `datasets.load_dataset` (hf_dataset).")
+    ref: str = Field("HEAD", description="Branch, tag or commit to read (source=git); for a "
+                     "URL, a branch, a tag or a full 40-character commit hash.")
     column: str = Field("content", description="Column holding source text (source=hf_dataset).")
     split: str = Field("train", description="Dataset split to read (source=hf_dataset).")
     max_seeds: int = Field(24, ge=1, description="Number of snippets to use for this run.")
     min_lines: int = Field(4, ge=1, description="Shortest snippet kept, in lines.")
     max_lines: int = Field(40, ge=1, description="Longest snippet kept, in lines.")
+    dedup_threshold: float | None = Field(
+        0.8, gt=0, le=1, description="Drop a snippet whose MinHash Jaccard similarity to an "
+        "already chosen one (token 5-grams, locals renamed alike, comments ignored) is at "
+        "least this; null keeps near-duplicates (exact copies are always dropped).")
     shuffle_seed: int = Field(
         0, description="Seed for choosing snippets: same seed, same snippets.")
 
@@ -42,6 +53,11 @@ class SeedsConfig(_Section):
             raise ValueError(f"seeds.path is required when seeds.source is {self.source!r}")
         if self.min_lines > self.max_lines:
             raise ValueError("seeds.min_lines must not exceed seeds.max_lines")
+        if self.source != "git" and self.ref != "HEAD":
+            raise ValueError(f"seeds.ref applies only to seeds.source 'git' (source is "
+                             f"{self.source!r}); remove seeds.ref or set seeds.source: git")
+        if not self.ref.strip():
+            raise ValueError("seeds.ref must not be empty; use HEAD, a branch, tag or commit")
         return self
 
 
@@ -99,7 +115,12 @@ class LLMConfig(_Section):
     response_format: Literal["markdown", "json_schema"] = Field(
         "markdown",
         description="markdown: ask for fenced sections and extract code blocks; json_schema: "
-        "guided decoding with a JSON schema (vLLM and llama.cpp servers support it).")
+        "each strategy's reply follows a JSON schema, enforced by the server's guided "
+        "decoding: backend vllm and openai-on-vLLM (`json_schema` response_format), the "
+        "OpenAI API, and embedded (llama.cpp turns the schema into a grammar). Used by "
+        "OSS-Instruct, Self-Instruct, Evol-Instruct and solve; Case2Code answers stay one "
+        "code block. A server that ignores it still gets a JSON prompt and the parsers fall "
+        "back to plain text.")
     cache: bool = Field(True, description="Keep an on-disk request cache so reruns and "
                         "resumes do not pay twice.")
     cache_path: str | None = Field(None, description="sqlite cache file; default: "
@@ -126,7 +147,22 @@ class SelfInstructConfig(_Section):
                                       "request.")
     generated_examples: int = Field(1, ge=0, description="Of those, how many come from earlier "
                                     "accepted generations when there are any (rest: seeds).")
-    tasks_per_request: int = Field(5, ge=1, description="New tasks asked for per request.")
+    prompt_style: Literal["dialogue", "list"] = Field(
+        "dialogue", description="dialogue: the in-context examples are earlier turns of a "
+        "chat (each a request for a topic and the task), and the model writes one new task "
+        "per request; list: one prompt shows the examples as a numbered list and asks for "
+        "`tasks_per_request` more (the paper's form; small models mostly echo the examples).")
+    tasks_per_request: int = Field(5, ge=1, description="New tasks asked for per request "
+                                   "(prompt_style list; dialogue asks for one).")
+    topics: bool = Field(True, description="Name one topic per request (chosen by a seeded "
+                         "RNG from `topics_file`) and ask for short tasks about it: small "
+                         "models otherwise copy their in-context examples.")
+    topics_file: str | None = Field(None, description="Text file of topics, one per line "
+                                    "('#' comments); default: the bundled "
+                                    "data/self_instruct_topics.txt.")
+    stop_at_code: bool = Field(True, description="Send stop sequences (a python fence, a "
+                               "`def` line) so that a model which starts solving its tasks "
+                               "stops there instead of spending tokens on code.")
     novelty_threshold: float = Field(0.7, gt=0, le=1, description="Keep a new instruction "
                                      "only if its ROUGE-L against every pool item is below "
                                      "this.")
@@ -189,6 +225,10 @@ class GenerationConfig(_Section):
     strategies: list[Literal["oss_instruct", "self_instruct", "evol_instruct",
                              "case2code"]] = Field(
         default_factory=lambda: ["oss_instruct"], description="Generation strategies to run.")
+    language: Literal["python", "javascript"] = Field(
+        "python", description="Language of the generated code, its tests and the seed "
+        "snippets (see README, 'Languages'). javascript: OSS-Instruct only, seeds from .js "
+        "files (seeds.source directory, git or hf_dataset), run with Node.js in the sandbox.")
     samples_per_seed: int = Field(1, ge=1, description="Problems asked for per seed snippet.")
     seed_tasks: str | None = Field(None, description="JSONL of seed tasks (id, instruction, "
                                    "solution, tests) for self_instruct, evol_instruct and "
@@ -206,6 +246,17 @@ class GenerationConfig(_Section):
     case2code: Case2CodeConfig = Field(default_factory=Case2CodeConfig,
                                        description="Case2Code settings.")
 
+    @model_validator(mode="after")
+    def _check(self) -> GenerationConfig:
+        supported = get_language(self.language).strategies
+        unsupported = [s for s in self.strategies if s not in supported]
+        if unsupported:
+            raise ValueError(
+                f"generation.strategies {unsupported} do not support generation.language "
+                f"{self.language!r} (it supports {sorted(supported)}); remove them or set "
+                "generation.language: python")
+        return self
+
 
 class SandboxConfig(_Section):
     """Where and how generated code runs against its tests."""
@@ -214,8 +265,8 @@ class SandboxConfig(_Section):
         "docker", description="docker: containers (no network, read-only root, limits); "
         "process: bubblewrap sandboxes (namespaces, rlimits; no memory cgroup) for machines "
         "without Docker; needs `bwrap`.")
-    image: str = Field("pipeline-sandbox:1", description="Sandbox image (build it with "
-                       "`docker build -t pipeline-sandbox:1 sandbox/` or "
+    image: str = Field("pipeline-sandbox:2", description="Sandbox image (build it with "
+                       "`docker build -t pipeline-sandbox:2 sandbox/` or "
                        "`sandbox/build-offline.sh`).")
     docker_host: str | None = Field(None, description="Docker daemon URL; default: DOCKER_HOST "
                                     "or unix:///var/run/docker.sock.")
@@ -279,6 +330,22 @@ class PipelineConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Executor.")
     transform: TransformConfig = Field(default_factory=TransformConfig,
                                        description="Code transformations and bug variants.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PipelineConfig:
+        language = self.generation.language
+        if language == "python":
+            return self
+        if self.transform.enabled:
+            raise ValueError(f"transform.enabled works on Python code only, and "
+                             f"generation.language is {language!r}; set transform.enabled: "
+                             "false or generation.language: python")
+        if self.seeds.source == "stdlib" and "oss_instruct" in self.generation.strategies:
+            raise ValueError(f"seeds.source 'stdlib' is Python's standard library, and "
+                             f"generation.language is {language!r}; set seeds.source: "
+                             f"directory and seeds.path to a folder of "
+                             f"{'/'.join(get_language(language).suffixes)} files")
+        return self
 
 
 class ConfigError(ValueError):

@@ -6,6 +6,8 @@ solution block or under `if __name__ == "__main__":`, and copy the solution into
 tests. `parse_markdown_reply` and `parse_json_reply` find the three parts; `finish` moves
 test code out of the solution, drops redefinitions of the solution from the tests, and
 checks that both parse, that there is a test, and that the tests call the solution.
+Each takes a `language` (default "python"): its spec (`pipeline.languages`) says which
+fences hold code and does the checks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from pipeline.codecheck import add_missing_imports, split_solution, tidy_tests, top_level_names
+from pipeline.languages import PYTHON, get_language
 from pipeline.record import RejectReason
 
 
@@ -38,7 +40,6 @@ class ParseFailure:
 
 ParseResult = ParsedReply | ParseFailure
 
-_PYTHON_TAGS = {"", "python", "py", "python3", "py3", "pycon", "ipython"}
 _FENCE = re.compile(r"^\s*(?P<fence>`{3,}|~{3,})\s*(?P<tag>[\w+.-]*)[^`]*$")
 _SECTION_WORDS = {
     "problem statement": "problem", "problem description": "problem", "problem": "problem",
@@ -78,8 +79,9 @@ def _header(line: str) -> tuple[str, str] | None:
     return _SECTION_WORDS[m.group("word").lower()], rest
 
 
-def _sections(text: str) -> list[_Section]:
-    """Split a reply into sections by header; code blocks are collected per section."""
+def _sections(text: str, tags: frozenset[str] = PYTHON.fence_tags) -> list[_Section]:
+    """Split a reply into sections by header; code blocks (fences tagged with one of
+    `tags`) are collected per section."""
     sections = [_Section("preamble", [], [])]
     block: list[str] | None = None
     fence = ""
@@ -99,7 +101,7 @@ def _sections(text: str) -> list[_Section]:
         m = _FENCE.match(line)
         if m is not None:
             block, fence = [], m.group("fence")
-            keep = m.group("tag").lower() in _PYTHON_TAGS
+            keep = m.group("tag").lower() in tags
             continue
         header = _header(line)
         if header is not None:
@@ -131,11 +133,12 @@ def _prose(lines: list[str]) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def parse_markdown_reply(text: str) -> ParseResult:
+def parse_markdown_reply(text: str, language: str = "python") -> ParseResult:
     """Find problem, solution and tests in a markdown reply (see module docstring)."""
     if not text or not text.strip():
         return ParseFailure(RejectReason.UNPARSEABLE, "empty reply")
-    sections = _first_problem(_sections(text.replace("\r\n", "\n")))
+    spec = get_language(language)
+    sections = _first_problem(_sections(text.replace("\r\n", "\n"), spec.fence_tags))
     kinds = {s.kind for s in sections}
     problem = next((_prose(s.prose) for s in sections if s.kind == "problem" and
                     _prose(s.prose)), "")
@@ -151,14 +154,14 @@ def parse_markdown_reply(text: str) -> ParseResult:
     if not problem:
         return ParseFailure(RejectReason.UNPARSEABLE, "no problem statement found")
     if not solution_blocks:
-        return ParseFailure(RejectReason.UNPARSEABLE, "no Python code block found")
+        return ParseFailure(RejectReason.UNPARSEABLE, f"no {spec.title} code block found")
     return finish(problem, "\n\n".join(_dedent_block(c) for c in solution_blocks),
-                  "\n\n".join(_dedent_block(c) for c in test_blocks), explanation)
+                  "\n\n".join(_dedent_block(c) for c in test_blocks), explanation, language)
 
 
-def _strip_fences(code: str) -> str:
+def _strip_fences(code: str, tags: frozenset[str] = PYTHON.fence_tags) -> str:
     """Code from a JSON field, without the markdown fences some models add anyway."""
-    blocks = [c for s in _sections(code) for c in s.code]
+    blocks = [c for s in _sections(code, tags) for c in s.code]
     return "\n\n".join(_dedent_block(b) for b in blocks) if blocks else code.strip()
 
 
@@ -199,7 +202,7 @@ def _first_json_object(text: str) -> dict | None:
     return None
 
 
-def parse_json_reply(text: str) -> ParseResult:
+def parse_json_reply(text: str, language: str = "python") -> ParseResult:
     """Find problem, solution and tests in a JSON reply.
 
     Tolerates code fences around the object, text before or after it, raw newlines inside
@@ -211,33 +214,22 @@ def parse_json_reply(text: str) -> ParseResult:
     if obj is None:
         return ParseFailure(RejectReason.UNPARSEABLE, "no JSON object in the reply "
                             "(truncated, or not JSON)")
+    tags = get_language(language).fence_tags
     problem = _field(obj, "problem", "problem_statement", "question", "instruction").strip()
-    solution = _strip_fences(_field(obj, "solution", "code"))
-    tests = _strip_fences(_field(obj, "tests", "test", "unit_tests", "test_cases"))
+    solution = _strip_fences(_field(obj, "solution", "code"), tags)
+    tests = _strip_fences(_field(obj, "tests", "test", "unit_tests", "test_cases"), tags)
     if not problem:
         return ParseFailure(RejectReason.UNPARSEABLE, "JSON has no 'problem'")
     if not solution:
         return ParseFailure(RejectReason.UNPARSEABLE, "JSON has no 'solution'")
-    return finish(problem, solution, tests)
+    return finish(problem, solution, tests, language=language)
 
 
-def finish(problem: str, solution: str, tests: str, explanation: str = "") -> ParseResult:
-    """Separate and check solution and tests; the common tail of both reply formats."""
-    split = split_solution(solution)
-    if isinstance(split, str):
-        return ParseFailure(RejectReason.SYNTAX_ERROR, f"solution: {split}")
-    code, moved_tests = split
-    code = add_missing_imports(code)
-    names = top_level_names(code)
-    if not names:
-        return ParseFailure(RejectReason.UNPARSEABLE, "the solution defines no function")
-    tidied = tidy_tests("\n\n".join(t for t in (moved_tests, tests.strip()) if t), names)
-    if isinstance(tidied, RejectReason):
-        return ParseFailure(tidied, _TEST_PROBLEMS[tidied])
-    return ParsedReply(problem.strip(), code, tidied, explanation.strip())
-
-
-_TEST_PROBLEMS = {
-    RejectReason.NO_TESTS: "no assert or test function that calls the solution",
-    RejectReason.SYNTAX_ERROR: "tests do not parse",
-}
+def finish(problem: str, solution: str, tests: str, explanation: str = "",
+           language: str = "python") -> ParseResult:
+    """Separate and check solution and tests (the language's `check`); the common tail of
+    both reply formats."""
+    first, second = get_language(language).check(solution, tests)
+    if isinstance(first, RejectReason):
+        return ParseFailure(first, second)
+    return ParsedReply(problem.strip(), first, second, explanation.strip())

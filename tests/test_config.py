@@ -99,3 +99,15 @@ def test_readme_config_reference_is_in_sync() -> None:
 @pytest.mark.parametrize("name", ["vllm.yaml", "smoke.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
     load_config(ROOT / "configs" / name)
+
+
+def test_seeds_git_fields_and_dedup_threshold() -> None:
+    cfg = parse_config({"seeds": {"source": "git", "path": "/src/repo", "ref": "v1.2"}})
+    assert (cfg.seeds.ref, cfg.seeds.dedup_threshold) == ("v1.2", 0.8)
+    assert parse_config({"seeds": {"dedup_threshold": None}}).seeds.dedup_threshold is None
+    with pytest.raises(ConfigError, match=r"seeds.path is required when seeds.source is 'git'"):
+        parse_config({"seeds": {"source": "git"}})
+    with pytest.raises(ConfigError, match=r"seeds.ref applies only to seeds.source 'git'"):
+        parse_config({"seeds": {"ref": "main"}})
+    with pytest.raises(ConfigError, match=r"seeds.dedup_threshold: Input should be greater"):
+        parse_config({"seeds": {"dedup_threshold": 0}})

@@ -46,3 +46,26 @@ def test_rejected_samples_are_left_alone() -> None:
                                                                   RejectReason.EXEC_FAILED)
     drop_near_duplicates([a, b], 0.7)
     assert not a.rejected and b.reject_stage == "execute"
+
+
+def test_case2code_tasks_are_compared_on_their_examples_not_the_prompt() -> None:
+    from pipeline.prompts import render
+    from pipeline.stages.case2code import TEMPLATE
+
+    def task(name: str, pairs: list[tuple[str, str]], parent: str) -> Sample:
+        s = _s(render(TEMPLATE, name=name, examples=[{"call": c, "output": o}
+                                                       for c, o in pairs]), parent,
+               strategy="case2code")
+        s.tests = "\n".join(f"assert {c} == {o}" for c, o in pairs)
+        return s
+
+    shift = task("caesar_shift", [("caesar_shift('Zebra!', 2)", "'Bgdtc!'"),
+                                  ("caesar_shift('abc', 1)", "'bcd'")], "p1")
+    spaces = task("collapse_whitespace", [("collapse_whitespace('  a  b ')", "'a b'"),
+                                          ("collapse_whitespace('x\\ty')", "'x y'")], "p2")
+    again = task("caesar_shift", [("caesar_shift('Zebra!', 2)", "'Bgdtc!'"),
+                                  ("caesar_shift('abc', 1)", "'bcd'")], "p3")
+    stats = drop_near_duplicates([shift, spaces, again], 0.7)
+    assert stats["dropped_duplicate"] == 1
+    assert [s.rejected for s in (shift, spaces, again)].count(True) == 1
+    assert not spaces.rejected

@@ -15,11 +15,13 @@ from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.record import RejectReason, Sample
 from pipeline.seeds.tasks import load_seed_tasks, task_samples
 from pipeline.stages.evol_instruct import (
+    EVOL_SCHEMA,
     EvolInstructGenerator,
     choose_operator,
     elimination_reason,
     function_names,
     parse_evolved,
+    reply_question,
 )
 from tests.fake_openai_server import FakeOpenAIServer, Reply
 
@@ -151,3 +153,27 @@ def test_rounds_with_lineage_over_http(server: FakeOpenAIServer) -> None:
     assert "copied" in failed.reject_detail
     st = stage.counters
     assert (st["generated"], st["parsed"], st["novel"], st["eliminated_copied"]) == (4, 4, 3, 1)
+
+
+def test_json_mode_sends_a_schema_and_reads_the_question(server: FakeOpenAIServer) -> None:
+    evolved = ("Write `collatz_steps(n)` returning how many steps the Collatz process (halve "
+               "even numbers, map odd n to 3n+1) takes to reach 1 from a positive integer n, "
+               "and raise ValueError for n < 1 or for a value that is not an integer.")
+    server.handler = lambda body: Reply(text="```json\n" + json.dumps({"question": evolved})
+                                        + "\n```")
+    cfg = LLMConfig(backend="embedded", base_url=server.base_url, max_retries=0, cache=False,
+                    response_format="json_schema")
+    stage = EvolInstructGenerator(LLMEndpoint(server.base_url, "fake-model"), cfg, None,
+                                  EvolConfig(rounds=1, operators=["add_constraints"]), seed=1)
+    seed = next(s for s in task_samples(load_seed_tasks(), "evol_instruct")
+                if "collatz_steps" in s.instruction)
+    try:
+        out = stage([seed])
+    finally:
+        stage.teardown()
+    body = server.requests[0]
+    assert body["response_format"] == {"type": "json_object", "schema": EVOL_SCHEMA}
+    assert '"question"' in body["messages"][0]["content"]
+    assert "New question:" not in body["messages"][0]["content"]
+    assert [s.instruction for s in out if not s.rejected] == [evolved]
+    assert reply_question(f"New question: {evolved}", json_mode=True).endswith(evolved)

@@ -1,7 +1,7 @@
 """Docker-only behaviour of the sandbox: containers, labels, crash recovery, outages.
 
 The containment cases (hostile code) run on both backends in test_sandbox_containment.py.
-Needs the Docker daemon and the image pipeline-sandbox:1 (marker `docker`).
+Needs the Docker daemon and the sandbox image (`SandboxConfig().image`; marker `docker`).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def test_stale_containers_of_a_crashed_run_are_removed_at_start() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = client.containers.create(
-        "pipeline-sandbox:1", ["sleep", "600"], network_mode="none",
+        cfg().image, ["sleep", "600"], network_mode="none",
         labels={LABEL: "1", OWNER_LABEL: f"{_HOST}:{dead.pid}", POOL_LABEL: "stale"})
     stale.start()
     assert cleanup_stale(client) >= 1

@@ -159,8 +159,8 @@ def test_container_memory_covers_sample_runner_and_tmpfs() -> None:
 
 
 def test_image_missing_message_says_how_to_build() -> None:
-    msg = image_missing_message("pipeline-sandbox:1")
-    assert "docker build -t pipeline-sandbox:1 sandbox/" in msg
+    msg = image_missing_message("pipeline-sandbox:2")
+    assert "docker build -t pipeline-sandbox:2 sandbox/" in msg
     assert "bash sandbox/build-offline.sh" in msg
 
 

@@ -1,15 +1,27 @@
-"""Seed snippets: extraction rules, sources (stdlib, directory, dataset), determinism."""
+"""Seed snippets: extraction rules, sources (stdlib, directory, git, dataset), MinHash
+near-duplicates, drop counters, determinism."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import SeedsConfig
-from pipeline.seeds.snippets import extract_snippets, is_stub, load_seeds, looks_generated
+from pipeline.seeds.near_dup import NearDuplicateIndex
+from pipeline.seeds.snippets import (
+    STAT_KEYS,
+    extract_snippets,
+    is_stub,
+    load_seeds,
+    load_seeds_with_stats,
+    looks_generated,
+    snippet_tokens,
+)
+from pipeline.seeds.sources import repo_cache_dir
 
 SOURCE = '''\
 import os
@@ -167,3 +179,262 @@ def test_hf_dataset_from_save_to_disk_and_json(tmp_path: Path) -> None:
 
     with pytest.raises(KeyError, match="not in dataset"):
         load_seeds(SeedsConfig(source="hf_dataset", path=str(data), column="nope"))
+
+
+# --- near-duplicates (MinHash) and drop counters ------------------------------------------
+
+ORIGINAL = '''\
+def moving_average(values, window):
+    """Average of each run of `window` consecutive values."""
+    if window <= 0:
+        raise ValueError("window must be positive")
+    averages = []
+    total = sum(values[:window])
+    averages.append(total / window)
+    for i in range(window, len(values)):
+        total += values[i] - values[i - window]
+        averages.append(total / window)
+    return averages
+'''
+#: ORIGINAL copied with a renamed local, an extra comment and a reworded docstring.
+RENAMED = '''\
+def moving_average(values, window):
+    """Mean of every `window`-long run of values."""
+    if window <= 0:
+        raise ValueError("window must be positive")
+    averages = []
+    running = sum(values[:window])
+    averages.append(running / window)
+    # slide the window one value to the right each step
+    for i in range(window, len(values)):
+        running += values[i] - values[i - window]
+        averages.append(running / window)
+    return averages
+'''
+DIFFERENT = '''\
+def word_counts(text):
+    counts = {}
+    for word in text.lower().split():
+        word = word.strip(".,;:!?")
+        if word:
+            counts[word] = counts.get(word, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+'''
+OTHER = '''\
+def chunked(items, size):
+    if size < 1:
+        raise ValueError("size must be at least 1")
+    return [items[i:i + size] for i in range(0, len(items), size)]
+'''
+
+
+def test_near_duplicate_index_scores_renamed_copy_high_and_other_code_low() -> None:
+    index = NearDuplicateIndex(0.8)
+    assert index.add(snippet_tokens(ORIGINAL)) is None
+    match = index.match(snippet_tokens(RENAMED))
+    assert match is not None and match[0] == 0 and match[1] >= 0.8
+    assert index.add(snippet_tokens(DIFFERENT)) is None
+    assert index.add(snippet_tokens(OTHER)) is None
+    assert len(index) == 3
+    # a local renamed and a comment added leave the token stream as it was
+    assert snippet_tokens(ORIGINAL.replace("total", "acc")) == snippet_tokens(ORIGINAL)
+    assert snippet_tokens(ORIGINAL) != snippet_tokens(ORIGINAL.replace("sum(", "max("))
+    with pytest.raises(ValueError, match="threshold"):
+        NearDuplicateIndex(0.0)
+
+
+def _write_near_dups(root: Path) -> None:
+    (root / "a.py").write_text(ORIGINAL)
+    (root / "b.py").write_text(RENAMED + "\n\n" + OTHER)
+    (root / "c.py").write_text(DIFFERENT)
+
+
+def test_directory_near_duplicates_collapse_and_distinct_code_stays(tmp_path: Path) -> None:
+    _write_near_dups(tmp_path)
+    cfg = SeedsConfig(source="directory", path=str(tmp_path), max_seeds=50, min_lines=3)
+    seeds, stats = load_seeds_with_stats(cfg)
+    names = sorted(s.seed.split("(")[0].removeprefix("def ") for s in seeds)
+    assert names == ["chunked", "moving_average", "word_counts"]
+    assert stats["dropped_near_duplicate"] == 1 and stats["kept"] == 3
+    # with dedup off the renamed copy is a seed of its own
+    off = load_seeds(cfg.model_copy(update={"dedup_threshold": None}))
+    assert sum(s.seed.startswith("def moving_average") for s in off) == 2
+    # max_seeds distinct snippets still come out when the source has them
+    three = load_seeds(cfg.model_copy(update={"max_seeds": 3}))
+    assert sorted(s.seed for s in three) == sorted(s.seed for s in seeds)
+    assert [s.id for s in load_seeds(cfg)] == [s.id for s in seeds]
+
+
+FILTERED = '''\
+def too_short(x):
+    return x
+
+
+def stub():
+    """Nothing."""
+    ...
+
+
+def long_line(x):
+    y = "''' + "x" * 170 + '''"
+    return x + y
+
+
+def too_long(values):
+    out = []
+    for v in values:
+        if v > 0:
+            out.append(v)
+        elif v < 0:
+            out.append(-v)
+        else:
+            out.append(1)
+    out.sort()
+    out.reverse()
+    return out
+
+
+def python2(name):
+    print "hello %s" % name
+    return name
+
+
+def kept(a, b):
+    c = a * b
+    return c + a
+'''
+
+
+def test_drop_counters_name_every_reason(tmp_path: Path) -> None:
+    (tmp_path / "mixed.py").write_text(FILTERED)
+    (tmp_path / "gen.py").write_text("# @generated by tool\n" + OTHER + "\n\n" + DIFFERENT)
+    (tmp_path / "copy.py").write_text(FILTERED.split("\n\n\n")[-1])  # `kept` again
+    (tmp_path / "broken.py").write_text("def bad(a):\n    b = a + * 2\n    return b\n")
+    cfg = SeedsConfig(source="directory", path=str(tmp_path), max_seeds=50, min_lines=3,
+                      max_lines=10)
+    seeds, stats = load_seeds_with_stats(cfg)
+    assert [s.seed.splitlines()[0] for s in seeds] == ["def kept(a, b):"]
+    assert list(stats) == list(STAT_KEYS)
+    assert stats == {
+        "files_read": 4, "candidates": 10, "dropped_generated_file": 2,
+        "dropped_syntax_error": 2, "dropped_too_short": 1, "dropped_too_long": 1,
+        "dropped_long_line": 1, "dropped_stub": 1, "dropped_exact_duplicate": 1,
+        "dropped_near_duplicate": 0, "unused": 0, "kept": 1,
+    }
+
+
+def test_counters_add_up_when_reading_stops_early() -> None:
+    seeds, stats = load_seeds_with_stats(SeedsConfig(max_seeds=5))
+    assert len(seeds) == stats["kept"] == 5
+    assert stats["candidates"] == sum(v for k, v in stats.items()
+                                      if k.startswith("dropped_")) + stats["unused"] + 5
+    assert stats["files_read"] >= 5
+
+
+# --- git source -----------------------------------------------------------------------------
+
+def _git(repo: Path, *args: str) -> str:
+    out = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                          *args], cwd=repo, check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """main: a.py, pkg/c.py (+ skipped vendor/, .hidden/, test_x.py); tag v1; then b.py.
+
+    Branch `feature` (from v1) adds feature.py; junk.py stays untracked.
+    """
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "vendor").mkdir()
+    (repo / ".hidden").mkdir()
+    (repo / "a.py").write_text(ORIGINAL)
+    (repo / "pkg" / "c.py").write_text(DIFFERENT)
+    (repo / "vendor" / "v.py").write_text(OTHER.replace("chunked", "vendored"))
+    (repo / ".hidden" / "h.py").write_text(OTHER.replace("chunked", "hidden"))
+    (repo / "test_x.py").write_text(OTHER.replace("chunked", "test_helper"))
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "first")
+    _git(repo, "tag", "v1")
+    _git(repo, "checkout", "-qb", "feature")
+    (repo / "feature.py").write_text(OTHER.replace("chunked", "feature_chunks"))
+    _git(repo, "add", "feature.py")
+    _git(repo, "commit", "-qm", "feature")
+    _git(repo, "checkout", "-q", "main")
+    (repo / "b.py").write_text(OTHER)
+    _git(repo, "add", "b.py")
+    _git(repo, "commit", "-qm", "second")
+    (repo / "junk.py").write_text(OTHER.replace("chunked", "untracked_junk"))
+    return repo
+
+
+def _names(seeds: list) -> set[str]:
+    return {s.seed.split("(")[0].removeprefix("def ") for s in seeds}
+
+
+def _git_cfg(path: str | Path, **kw: object) -> SeedsConfig:
+    return SeedsConfig(source="git", path=str(path), max_seeds=50, min_lines=3, **kw)
+
+
+def test_git_source_reads_tracked_files_at_head_with_commit_refs(git_repo: Path) -> None:
+    head = _git(git_repo, "rev-parse", "HEAD")
+    seeds = load_seeds(_git_cfg(git_repo))
+    assert _names(seeds) == {"moving_average", "word_counts", "chunked"}
+    assert {s.seed_ref.rsplit(":", 1)[0] for s in seeds} == {
+        f"{head[:12]}:a.py", f"{head[:12]}:pkg/c.py", f"{head[:12]}:b.py"}
+    assert [s.id for s in load_seeds(_git_cfg(git_repo))] == [s.id for s in seeds]
+    # a subfolder of the checkout: only its files, paths still from the repository root
+    sub = load_seeds(_git_cfg(git_repo / "pkg"))
+    assert [s.seed_ref.rsplit(":", 1)[0] for s in sub] == [f"{head[:12]}:pkg/c.py"]
+
+
+def test_git_source_ref_selects_tag_branch_or_commit(git_repo: Path) -> None:
+    v1 = _git(git_repo, "rev-parse", "v1")
+    assert _names(load_seeds(_git_cfg(git_repo, ref="v1"))) == {"moving_average",
+                                                                 "word_counts"}
+    by_sha = load_seeds(_git_cfg(git_repo, ref=v1[:8]))
+    assert all(s.seed_ref.startswith(f"{v1[:12]}:") for s in by_sha)
+    assert _names(load_seeds(_git_cfg(git_repo, ref="feature"))) == {
+        "moving_average", "word_counts", "feature_chunks"}
+
+
+def test_git_source_bare_repo_and_url_clone_are_cached(git_repo: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    local = [s.seed for s in load_seeds(_git_cfg(git_repo))]
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(git_repo), str(bare)], check=True)
+    assert [s.seed for s in load_seeds(_git_cfg(bare))] == local
+
+    monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
+    url = git_repo.as_uri()
+    assert [s.seed for s in load_seeds(_git_cfg(url))] == local
+    assert repo_cache_dir(url).parent == tmp_path / "cache" / "repos"
+    assert (repo_cache_dir(url) / "HEAD").is_file()
+    assert _names(load_seeds(_git_cfg(url, ref="feature"))) == {
+        "moving_average", "word_counts", "feature_chunks"}
+    # the branch moves on; a rerun still reads the commit it read the first time
+    (git_repo / "d.py").write_text(DIFFERENT.replace("word_counts", "moved_on"))
+    _git(git_repo, "add", "d.py")
+    _git(git_repo, "commit", "-qm", "third")
+    assert [s.seed for s in load_seeds(_git_cfg(url))] == local
+    with pytest.raises(ValueError, match=r"seeds.path .*: cannot fetch seeds.ref 'nope'"):
+        load_seeds(_git_cfg(url, ref="nope"))
+
+
+def test_git_source_errors_name_the_field_and_fix(git_repo: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FileNotFoundError, match=r"seeds.path .*nope does not exist"):
+        load_seeds(_git_cfg(tmp_path / "nope"))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.py").write_text(ORIGINAL)
+    with pytest.raises(ValueError, match=r"seeds.path .*plain is not a git repository.*"
+                                         r"seeds.source: directory"):
+        load_seeds(_git_cfg(plain))
+    with pytest.raises(ValueError, match=r"seeds.ref 'no-such-branch' is not a commit"):
+        load_seeds(_git_cfg(git_repo, ref="no-such-branch"))
+    monkeypatch.setattr("pipeline.seeds.sources.shutil.which", lambda _: None)
+    with pytest.raises(RuntimeError, match="needs the `git` command"):
+        load_seeds(_git_cfg(git_repo))

@@ -18,7 +18,9 @@ from pipeline.stages.self_instruct import (
     SelfInstructGenerator,
     filter_reason,
     final_novelty_pass,
+    load_topics,
     parse_task_list,
+    parse_tasks,
 )
 from tests.fake_openai_server import FakeOpenAIServer, Reply
 
@@ -136,7 +138,7 @@ def test_rounds_filter_and_grow_the_pool_over_http(server: FakeOpenAIServer) -> 
     slots = task_samples(TASKS, "self_instruct", 2)
     passing = Sample(strategy="oss_instruct", instruction="x", code="def f(): pass")
     stage = _stage(server.base_url, target=4, rounds=3, examples_per_request=3,
-                   generated_examples=1, min_words=6)
+                   generated_examples=1, min_words=6, prompt_style="list")
     try:
         out = stage([*slots, passing])
     finally:
@@ -211,3 +213,133 @@ def test_real_replies_from_a_run_with_unfenced_code() -> None:
                          "Detect whether a directed graph contains a cycle",
                          "josephus_survivor(n, k)"]
     assert not any("def " in t or '"""' in t for t in tasks)
+
+
+def test_topics_file_and_seeded_choice(tmp_path: Path) -> None:
+    topics = load_topics()
+    assert len(topics) >= 40 and all(t and not t.startswith("#") for t in topics)
+    own = tmp_path / "topics.txt"
+    own.write_text("# mine\nbit tricks  # inline comment\n\nqueues\n")
+    assert load_topics(own) == ["bit tricks", "queues"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no topics"):
+        load_topics(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="topics_file"):
+        load_topics(tmp_path / "missing.txt")
+    stage = _stage("http://127.0.0.1:9/v1")
+    slots = task_samples(TASKS, "self_instruct", 30)
+    chosen = [stage.choose_topic(s.id, 1) for s in slots]
+    assert chosen == [stage.choose_topic(s.id, 1) for s in slots]  # reruns repeat
+    assert len(set(chosen)) >= 15 and set(chosen) <= set(topics)
+    assert [stage.choose_topic(s.id, 2) for s in slots] != chosen  # a new round, new topics
+    assert _stage("http://127.0.0.1:9/v1", topics=False).choose_topic(slots[0].id, 1) == ""
+
+
+def test_requests_name_a_topic_and_stop_at_code(server: FakeOpenAIServer) -> None:
+    server.handler = lambda body: Reply(text=f"Task 5: {NEW[0]}")
+    slots = task_samples(TASKS, "self_instruct", 2)
+    for topics, stop in ((True, True), (False, False)):
+        server.requests.clear()
+        stage = _stage(server.base_url, topics=topics, stop_at_code=stop, rounds=1,
+                       prompt_style="list")
+        try:
+            stage(list(slots))
+        finally:
+            stage.teardown()
+        prompts = [r["messages"][0]["content"] for r in server.requests]
+        assert len(prompts) == 2
+        topic_list = load_topics()
+        assert all(any(f"exercises about {t}, numbered" in p for t in topic_list) == topics
+                   for p in prompts)
+        assert all(("under ten lines" in p) == topics for p in prompts)
+        assert all(("stop" in r) == stop for r in server.requests)
+        if stop:
+            assert all("```python" in r["stop"] and "\ndef " in r["stop"]
+                       for r in server.requests)
+
+
+def test_json_mode_sends_a_schema_and_reads_the_task_list(server: FakeOpenAIServer) -> None:
+    server.handler = lambda body: Reply(text=json.dumps({"tasks": [f"Task 5: {NEW[1]}",
+                                                                   NEW[2], 7]}))
+    cfg = LLMConfig(backend="openai", base_url=server.base_url, max_retries=0, cache=False,
+                    response_format="json_schema")
+    stage = SelfInstructGenerator(LLMEndpoint(server.base_url, "fake-model"), cfg, None,
+                                  SelfInstructConfig(rounds=1, tasks_per_request=3,
+                                                     prompt_style="list"),
+                                  SEED_TEXTS, seed=3)
+    try:
+        out = stage(task_samples(TASKS, "self_instruct", 1))
+    finally:
+        stage.teardown()
+    body = server.requests[0]
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and "stop" not in body
+    assert fmt["json_schema"]["schema"]["properties"]["tasks"]["maxItems"] == 3
+    assert '"tasks"' in body["messages"][0]["content"]
+    assert [s.instruction for s in out if not s.rejected] == [NEW[1], NEW[2]]
+    # a server that ignored the schema: the numbered list is still read
+    assert parse_tasks(f"1. {NEW[3]}\n2. {NEW[4]}", json_mode=True) == [NEW[3], NEW[4]]
+    assert parse_tasks('{"tasks": "not a list"}\n1. ' + NEW[0], json_mode=True)[-1] == NEW[0]
+
+
+def test_dialogue_prompt_shows_examples_as_earlier_turns(server: FakeOpenAIServer) -> None:
+    """Default style: few-shot chat, one task per request, topics on every user turn."""
+    server.handler = lambda body: Reply(text=NEW[len(server.requests) - 1])
+    cfg = LLMConfig(backend="openai", base_url=server.base_url, max_retries=0, cache=False)
+    stage = SelfInstructGenerator(
+        LLMEndpoint(server.base_url, "fake-model"), cfg, None,
+        SelfInstructConfig(rounds=2, examples_per_request=3, generated_examples=1), SEED_TEXTS,
+        seed=3, seed_topics=[t.topic for t in TASKS])
+    slots = task_samples(TASKS, "self_instruct", 2)
+    try:
+        out = stage(slots)
+    finally:
+        stage.teardown()
+    assert [s.instruction for s in out if not s.rejected] == NEW[:4]
+    first, later = server.requests[0]["messages"], server.requests[2]["messages"]
+    assert first[0]["role"] == "system" and "no solution" in first[0]["content"]
+    assert [m["role"] for m in first[1:]] == ["user", "assistant"] * 3 + ["user"]
+    assert first[2]["content"] == SEED_TEXTS[0]  # the slot's own task leads
+    assert first[1]["content"] == f"Write a new exercise about {TASKS[0].topic}."
+    assert first[-1]["content"].startswith("Write a new exercise about ")
+    topic = stage.choose_topic(slots[0].id, 1)
+    assert first[-1]["content"] == f"Write a new exercise about {topic}."
+    # round 2 shows a task accepted in round 1, with the topic it was asked for
+    shown = [m["content"] for m in later if m["role"] == "assistant"]
+    gen = next(t for t in shown if t in NEW[:2])
+    asked = later[[m["content"] for m in later].index(gen) - 1]["content"]
+    assert asked == f"Write a new exercise about {stage.topic_of[gen]}."
+    assert all(r["stop"] == ["```python", "```py\n", "\ndef "] for r in server.requests)
+
+
+def test_dialogue_in_json_mode_answers_examples_in_json() -> None:
+    cfg = LLMConfig(backend="embedded", response_format="json_schema")
+    stage = SelfInstructGenerator(LLMEndpoint("http://127.0.0.1:9/v1", "m"), cfg, None,
+                                  SelfInstructConfig(examples_per_request=2), SEED_TEXTS)
+    messages = stage.dialogue(SEED_TEXTS[:2], "prime numbers")
+    assert json.loads(messages[2]["content"]) == {"tasks": [SEED_TEXTS[0]]}
+    assert '"tasks"' in messages[0]["content"]
+    params = stage.request_params(Sample())
+    assert params["response_format"]["schema"]["properties"]["tasks"]["maxItems"] == 1
+
+
+def test_real_dialogue_replies_are_single_novel_tasks() -> None:
+    """Replies to the dialogue prompt from a real run (Qwen 0.5B): one task each, none an
+    echo of the seed pool, where the numbered-list prompt's replies mostly were."""
+    rows = json.loads((FIXTURE.parent / "qwen05b_self_instruct_dialogue.json").read_text())
+    replies = [r["reply"] for r in rows if r["kind"] == "self_instruct"]
+    assert len(replies) == 4
+    tasks = [parse_tasks(r) for r in replies]
+    assert all(len(t) == 1 for t in tasks)
+    cfg = SelfInstructConfig()
+    pool = NoveltyIndex(cfg.novelty_threshold)
+    for text in SEED_TEXTS:
+        pool.add(text)
+    assert all(filter_reason(t[0], cfg) is None and pool.add_if_novel(t[0]) for t in tasks)
+    assert any("`remove_duplicates(items)`" in t[0] for t in tasks)
+    # the solve replies of that run, 3 per task, all parse into code and tests
+    from pipeline.parse import ParseFailure
+    from pipeline.stages.solve import parse_solve_reply
+
+    solved = [parse_solve_reply(r["reply"]) for r in rows if r["kind"] == "solve"]
+    assert len(solved) == 12 and not any(isinstance(s, ParseFailure) for s in solved)

@@ -51,7 +51,8 @@ def model(body: dict[str, Any]) -> Reply:
     prompt = body["messages"][-1]["content"]
     if prompt.startswith("Here is a code snippet"):
         return Reply(text=OSS)
-    if prompt.startswith("You are writing Python programming exercises"):
+    if body["messages"][0]["content"].startswith("You write short Python programming "
+                                                  "exercises"):  # the few-shot dialogue
         tasks = [SEEDS["caesar_shift"].instruction] + [t[0] for t in NEW_TASKS.values()]
         return Reply(text="\n".join(f"Task {i}: {t}" for i, t in enumerate(tasks, 5)))
     if prompt.startswith("Original question:"):

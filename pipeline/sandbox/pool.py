@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pipeline.config import SandboxConfig
+from pipeline.languages import LANGUAGES, get_language
 from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavailable
 from pipeline.sandbox.runner import STARVATION_CAP
 from pipeline.sandbox.verdict import public_record, sandbox_error_result
@@ -156,14 +157,18 @@ class SandboxPool:
         with self._lock:
             return [ch for ch in self._all if not ch.dead]
 
-    def request(self, sample_id: Any, code: str, tests: str) -> dict[str, Any]:
-        """Run one sample; returns the runner's result frame (see runner.py)."""
+    def request(self, sample_id: Any, code: str, tests: str,
+                language: str = "python") -> dict[str, Any]:
+        """Run one sample in `language`; returns the runner's result frame (see runner.py)."""
         # RLIMIT_NPROC only where the runner has a user namespace of its own (process):
         # in Docker the uid is shared by every container and the pids cgroup limits them.
         req = {"op": "run", "id": sample_id, "code": code, "tests": tests,
                "timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb,
                "output_limit": self.cfg.output_limit_bytes, "fsize_mb": self.cfg.tmpfs_mb,
                "nproc": self.cfg.pids_limit if self.cfg.backend == "process" else 0}
+        if language != "python":  # Python requests stay as they were
+            req["language"] = language
+            req["tests"] = get_language(language).sandbox_tests(tests)
         host_timeout = self.cfg.timeout_s * STARVATION_CAP + HOST_GRACE_S
         last: SandboxDied | None = None
         for _attempt in range(2):
@@ -186,11 +191,12 @@ class SandboxPool:
         self._count("status_sandbox_error")
         return sandbox_error_result(sample_id, f"the sandbox died twice on this sample: {last}")
 
-    def run_many(self, jobs: Iterable[tuple[Any, str, str]]) -> list[dict[str, Any]]:
-        """Run (id, code, tests) jobs in parallel; results in the order of `jobs`."""
+    def run_many(self, jobs: Iterable[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        """Run (id, code, tests) or (id, code, tests, language) jobs in parallel; results
+        in the order of `jobs`."""
         return list(self.run_iter(jobs))
 
-    def run_iter(self, jobs: Iterable[tuple[Any, str, str]]) -> Iterator[dict[str, Any]]:
+    def run_iter(self, jobs: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
         """Like run_many, streaming: a bounded number of jobs in flight, results in order."""
         if self._executor is None:
             raise RuntimeError("SandboxPool.start() was not called")
@@ -225,7 +231,8 @@ class SandboxPool:
 
 
 def run_records(cfg: SandboxConfig, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Run `{"id", "code", "tests"}` records; yield one result per record, in order.
+    """Run `{"id", "code", "tests"}` records (and "language", default "python"); yield one
+    result per record, in order.
 
     Each result is `{"id", "status", "duration_s", "tests_passed", "tests_total",
     "stdout", "stderr"}` with status from ExecStatus. Raises SandboxUnavailable (message
@@ -233,13 +240,16 @@ def run_records(cfg: SandboxConfig, records: Iterable[dict[str, Any]]) -> Iterat
     or tests.
     """
 
-    def jobs() -> Iterator[tuple[Any, str, str]]:
+    def jobs() -> Iterator[tuple[Any, str, str, str]]:
         for n, rec in enumerate(records, 1):
             if not isinstance(rec, dict) or not isinstance(rec.get("code"), str) \
                     or not isinstance(rec.get("tests"), str):
                 raise ValueError(f"record {n}: expected an object with string fields "
                                  f"'code' and 'tests' (and an 'id')")
-            yield rec.get("id", n), rec["code"], rec["tests"]
+            language = rec.get("language", "python")
+            if language not in LANGUAGES:
+                raise ValueError(f"record {n}: 'language' must be one of {', '.join(LANGUAGES)}")
+            yield rec.get("id", n), rec["code"], rec["tests"], language
 
     with SandboxPool(cfg) as pool:
         for res in pool.run_iter(jobs()):

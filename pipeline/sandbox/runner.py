@@ -8,9 +8,10 @@ splitter, so it must stay a single self-contained script.
 Protocol: length-prefixed JSON frames (4-byte big-endian length, UTF-8 JSON) on the
 runner's stdin/stdout. The runner first sends {"op": "ready"}; then, for every
 {"op": "run", "id", "code", "tests", "timeout_s", "memory_mb", "output_limit"} (optional:
-"fsize_mb" for RLIMIT_FSIZE, "nproc" for RLIMIT_NPROC) it answers
-one result frame {"id", "status", "duration_s", "tests_passed", "tests_total", "stdout",
-"stderr", "detail"}; {"op": "exit"} or end of input stops it.
+"fsize_mb" for RLIMIT_FSIZE, "nproc" for RLIMIT_NPROC, "language": "python" by default
+or "javascript") it answers one result frame {"id", "status", "duration_s",
+"tests_passed", "tests_total", "stdout", "stderr", "detail"}; {"op": "exit"} or end of
+input stops it.
 
 Per sample the runner forks a child (a clean copy of this warm process, pytest and common
 modules already imported), which sets its own rlimits (RLIMIT_AS = memory_mb, so an
@@ -27,6 +28,17 @@ Tests: if they define test_* functions or Test*/TestCase classes they run under 
 (counts from a plugin); otherwise each top-level statement runs in the solution's
 namespace and every `assert` (or call of a tests-defined checker like HumanEval's
 `check(f)`) counts as one test (see `split_tests`).
+
+JavaScript: a request with "language": "javascript" carries "tests" as a list of
+[statement, counts as a test, line] (split by the host with tree-sitter, see
+pipeline/languages/javascript.py). The child writes the solution, the tests and
+`JS_HARNESS` to the work directory and execs `node` with the evidence pipe inherited; the
+harness runs the solution as a script, then each statement in try/catch, with node's
+`assert` module as a global, and writes the evidence (counts and the nonce, which it reads
+from a file and deletes before any sample code runs) only at the end. V8 reserves far
+more address space than it uses, so node gets RLIMIT_DATA (writable memory) = memory_mb
+instead of RLIMIT_AS, and a V8 heap limit of half of it, so that a growing heap ends in
+V8's own "heap out of memory" (reported as memory_exceeded) rather than a crash.
 
 Timeouts: the child is killed when `timeout_s` has passed in which it was running or
 blocked by itself, i.e. wall time minus the time it waited for a CPU (the run-queue delay
@@ -68,6 +80,76 @@ PIPE_BYTES = 1 << 20
 
 PASSED, FAILED, TIMEOUT, MEMORY, SANDBOX_ERROR = (
     "passed", "failed", "timeout", "memory_exceeded", "sandbox_error")
+#: The `style` of a javascript sample (Python samples: 'pytest' or 'asserts').
+NODE = "node"
+#: Share of memory_mb that V8's heap may take (--max-old-space-size); see the docstring.
+NODE_HEAP_SHARE = 0.5
+#: What node writes to stderr when it runs out of memory and aborts.
+NODE_OOM_MARKERS = ("JavaScript heap out of memory", "Fatal process OOM", "std::bad_alloc",
+                    "Array buffer allocation failed")
+#: node harness.cjs <evidence fd>, in the work directory with solution.js, tests.json and
+#: the nonce file. Everything it relies on is captured before the sample's code runs.
+JS_HARNESS = r"""'use strict';
+const fs = require('fs');
+const vm = require('vm');
+const nodeAssert = require('assert');
+const [writeSync, closeSync, stringify] = [fs.writeSync, fs.closeSync, JSON.stringify];
+const runScript = vm.runInThisContext;
+const exit = process.exit.bind(process);
+const evidenceFd = Number(process.argv[2]);
+const nonce = fs.readFileSync('nonce', 'utf8');
+fs.unlinkSync('nonce');
+const code = fs.readFileSync('solution.js', 'utf8');
+const units = JSON.parse(fs.readFileSync('tests.json', 'utf8'));
+const n = units.length;
+const sources = units.map((u) => String(u[0]));
+const counted = units.map((u) => Boolean(u[1]));
+const lines = units.map((u) => Number(u[2]) || 1);
+const MEMORY = /Array buffer allocation failed|out of memory/i;
+Object.freeze(nodeAssert.strict);
+Object.freeze(nodeAssert);
+const sandboxModule = {exports: {}};
+Object.assign(globalThis, {assert: nodeAssert, require, module: sandboxModule,
+                           exports: sandboxModule.exports});
+let passed = 0;
+let total = 0;
+let memory = false;
+let errors = '';
+function note(err, where) {
+  let text = 'an error that cannot be printed';
+  let summary = text;
+  try {
+    text = String(err && err.stack ? err.stack : err);
+    summary = err instanceof Error ? err.name + ': ' + err.message : String(err);
+  } catch (_) { /* keep what we have */ }
+  if (MEMORY.test(text)) memory = true;
+  try { process.stderr.write('[sandbox] ' + where + ' raised:\n' + text + '\n'); } catch (_) {}
+  summary = (where + ': ' + summary).replace(/\s+/g, ' ').trim();
+  errors += (errors ? '; ' : '') + summary.slice(0, 500);
+}
+let loaded = true;
+try {
+  runScript(code, {filename: 'solution.js'});
+} catch (err) {
+  note(err, 'the code');
+  loaded = false;
+}
+for (let i = 0; loaded && i < n; i++) {
+  if (counted[i]) total += 1;
+  try {
+    runScript(sources[i], {filename: 'tests.js', lineOffset: lines[i] - 1});
+    if (counted[i]) passed += 1;
+  } catch (err) {
+    note(err, 'tests.js line ' + lines[i]);
+  }
+}
+let evidence = '{"nonce":' + stringify(nonce) + ',"passed":' + passed + ',"total":' + total;
+if (memory) evidence += ',"memory_error":true';
+if (errors) evidence += ',"error":' + stringify(errors.slice(0, 4000));
+writeSync(evidenceFd, evidence + '}');
+closeSync(evidenceFd);
+exit(0);
+"""
 
 
 # ---------------------------------------------------------------- frames
@@ -350,6 +432,29 @@ def _run_asserts(code: str, tests: str, work_dir: str) -> dict:
     return ev
 
 
+def count_js_tests(units: object) -> int:
+    """Counted tests of a javascript request's "tests"; ValueError if malformed."""
+    if not isinstance(units, list) or not all(
+            isinstance(u, list) and len(u) == 3 and isinstance(u[0], str) for u in units):
+        raise ValueError("javascript tests must be a list of [statement, counted, line]")
+    return sum(1 for u in units if u[1])
+
+
+def _exec_node(req: dict, nonce: str, ev_w: int) -> None:
+    """In the child, in the work directory: write the files and become node."""
+    files = {"solution.js": req.get("code") or "", "harness.cjs": JS_HARNESS,
+             "tests.json": json.dumps(req.get("tests") or [])}
+    for name, text in files.items():
+        with open(name, "w", encoding="utf-8") as f:
+            f.write(text)
+    fd = os.open("nonce", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    write_all(fd, nonce.encode("ascii"))
+    os.close(fd)
+    os.set_inheritable(ev_w, True)
+    heap_mb = max(16, int(int(req["memory_mb"]) * NODE_HEAP_SHARE))
+    os.execvp("node", ["node", f"--max-old-space-size={heap_mb}", "harness.cjs", str(ev_w)])
+
+
 def _child(req: dict, style: str, nonce: str, work_dir: str, pipes: tuple[int, int, int],
            close_fds: set[int]) -> None:
     """Runs in the forked child; never returns."""
@@ -370,7 +475,9 @@ def _child(req: dict, style: str, nonce: str, work_dir: str, pipes: tuple[int, i
         import resource
 
         mem = int(req["memory_mb"]) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        # node: writable memory, not address space (see the module docstring).
+        memory_limit = resource.RLIMIT_DATA if style == NODE else resource.RLIMIT_AS
+        resource.setrlimit(memory_limit, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # A backstop only: the wall-clock deadline (at most STARVATION_CAP x timeout) comes
         # first; SIGXCPU counts as a timeout.
@@ -386,6 +493,8 @@ def _child(req: dict, style: str, nonce: str, work_dir: str, pipes: tuple[int, i
             f.write("1000")
         os.makedirs(work_dir, exist_ok=True)
         os.chdir(work_dir)
+        if style == NODE:
+            _exec_node(req, nonce, ev_w)
         sys.path.insert(0, work_dir)
         os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         code, tests = req.get("code") or "", req.get("tests") or ""
@@ -496,7 +605,19 @@ class Runner:
         """Run one sample in a forked child and return its result frame."""
         timeout = float(req["timeout_s"])
         limit = int(req.get("output_limit", 65536))
-        style, tests_total = count_tests(req.get("tests") or "")
+        language = req.get("language", "python")
+        if language == "javascript":
+            import shutil
+
+            style, tests_total = NODE, count_js_tests(req.get("tests"))
+            if shutil.which("node") is None:
+                raise RuntimeError("node (Node.js) is not installed in the sandbox: rebuild "
+                                   "the image (sandbox/packages.txt lists nodejs), or install "
+                                   "nodejs on this host for sandbox.backend=process")
+        elif language == "python":
+            style, tests_total = count_tests(req.get("tests") or "")
+        else:
+            raise ValueError(f"unknown language {language!r}")
         nonce = os.urandom(16).hex()
         self.cleanup(None, None)  # a fresh /tmp even if an earlier sample left a mess
         out_r, out_w = os.pipe()
@@ -543,6 +664,9 @@ class Runner:
         if timed_out:
             detail = f"timed out after {timeout:g} s"
         stderr = caps[1].text()
+        if style == NODE and status == FAILED and detail.startswith("no evidence") \
+                and any(marker in stderr for marker in NODE_OOM_MARKERS):
+            status, detail = MEMORY, f"node ran out of memory ({exit_desc})"
         if status != PASSED and detail:
             stderr += f"\n[sandbox] {status}: {detail[:DETAIL_CHARS]}"
         return {"id": req.get("id"), "status": status, "duration_s": round(duration, 4),

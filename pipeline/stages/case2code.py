@@ -215,6 +215,15 @@ class Case2CodeInferStage(LLMStage):
         return [sample]
 
 
+def case_examples_text(instruction: str, name: str) -> str:
+    """The part of a Case2Code instruction that differs between tasks: its example calls
+    and values, without the template's own lines (which would make every pair of tasks
+    look alike to a ROUGE-L comparison)."""
+    frame = {line.strip() for line in render(TEMPLATE, name=name, examples=[]).splitlines()}
+    return "\n".join(line for line in instruction.splitlines()
+                     if line.strip() and line.strip() not in frame)
+
+
 def case_function(tests: str) -> str:
     """The function a Case2Code task's tests call (`assert name(...) == ...`)."""
     for node in ast.walk(ast.parse(tests)):

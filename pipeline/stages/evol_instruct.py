@@ -26,10 +26,12 @@ answers them). Counters: `generated` (replies), `parsed` (an evolved question fo
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pipeline.config import EvolConfig, LLMConfig
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
+from pipeline.llm.structured import first_json_object, schema_response_format
 from pipeline.novelty import rouge_l, rouge_tokenize
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
@@ -53,6 +55,11 @@ _PROMPT_WORDS = ("given question", "new question", "rewritten prompt", "given pr
 #: (its method and rules, not the question) copied the prompt.
 PROMPT_NGRAM = 8
 _REFUSALS = ("i'm sorry", "i am sorry", "as an ai", "i cannot", "i can't")
+
+
+#: JSON schema of an evolution reply (llm.response_format: json_schema).
+EVOL_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"question": {"type": "string"}},
+                               "required": ["question"], "additionalProperties": False}
 
 
 def choose_operator(sample_id: str, rnd: int, operators: list[str] | tuple[str, ...]) -> str:
@@ -94,13 +101,23 @@ def function_names(instruction: str) -> list[str]:
     return names
 
 
-def render_prompt(instruction: str, operator: str) -> str:
+def render_prompt(instruction: str, operator: str, json_mode: bool = False) -> str:
     """The evolving prompt for one instruction and operator."""
     if operator == "breadth":
-        return render("evol_breadth.jinja2", instruction=instruction)
+        return render("evol_breadth.jinja2", instruction=instruction, json_mode=json_mode)
     names = function_names(instruction)
     return render("evol_depth.jinja2", instruction=instruction, operator=operator,
-                  name=names[0] if names else "")
+                  name=names[0] if names else "", json_mode=json_mode)
+
+
+def reply_question(text: str, json_mode: bool) -> str:
+    """The text to look for the evolved question in: the JSON `question` in json mode
+    (when the reply has one), else the whole reply."""
+    if json_mode:
+        obj = first_json_object(text)
+        if obj is not None and isinstance(obj.get("question"), str):
+            return obj["question"]
+    return text
 
 
 def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -155,6 +172,7 @@ class EvolInstructGenerator(LLMStage):
                  evol: EvolConfig, *, seed: int = 0) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         self.evol = evol
+        self.json_mode = cfg.response_format == "json_schema"
 
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
         """Run the rounds for the batch's seeds; other samples pass through."""
@@ -179,8 +197,15 @@ class EvolInstructGenerator(LLMStage):
     def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
         if sample.strategy != STRATEGY or not sample.op:
             return None
-        content = render_prompt(sample.instruction, sample.op.removeprefix("evol:"))
+        content = render_prompt(sample.instruction, sample.op.removeprefix("evol:"),
+                                self.json_mode)
         return [{"role": "user", "content": content}]
+
+    def request_params(self, sample: Sample) -> dict[str, Any]:
+        if not self.json_mode:
+            return {}
+        return {"response_format": schema_response_format(self.cfg.backend, "evol",
+                                                          EVOL_SCHEMA)}
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """The evolved instruction, or a rejected sample saying why; never raises."""
@@ -189,7 +214,7 @@ class EvolInstructGenerator(LLMStage):
         self.counters["generated"] += 1
         child = Sample(strategy=STRATEGY, parent_id=sample.parent_id, seed_ref=sample.seed_ref,
                        round=sample.round, op=sample.op, model=sample.model)
-        evolved = parse_evolved(text, op)
+        evolved = parse_evolved(reply_question(text, self.json_mode), op)
         if not evolved:
             child.id = content_hash(sample.id, "rejected", text)
             return [child.reject(self.name, RejectReason.UNPARSEABLE,

@@ -26,7 +26,7 @@ class ExecuteStage(Stage):
     """The execution gate. `setup` starts a pool of warm sandboxes; `teardown` removes it."""
 
     name: ClassVar[str] = "execute"
-    inputs: ClassVar[tuple[str, ...]] = ("code", "tests")
+    inputs: ClassVar[tuple[str, ...]] = ("code", "tests", "language")
     outputs: ClassVar[tuple[str, ...]] = ("execution",)
     batch_size: ClassVar[int] = 64
     pool: ClassVar[str] = "sandbox"
@@ -74,7 +74,8 @@ class ExecuteStage(Stage):
         if self._pool is None:
             results = None
         else:
-            results = self._pool.run_many((i, s.code, s.tests) for i, s in enumerate(samples))
+            results = self._pool.run_many((i, s.code, s.tests, s.language)
+                                          for i, s in enumerate(samples))
         errors = 0
         for i, s in enumerate(samples):
             if results is None:

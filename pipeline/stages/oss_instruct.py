@@ -4,17 +4,18 @@ Each seed sample (`pipeline.seeds.snippets.load_seeds`) becomes `samples_per_see
 requests; each reply becomes one generated sample whose parent is the seed, or a rejected
 one whose detail shows the start of the reply. The prompt is `prompts/oss_instruct.jinja2`
 (markdown reply) or `prompts/oss_instruct_json.jinja2` with `OSS_INSTRUCT_SCHEMA` as the
-response format (`llm.response_format: json_schema`).
+response format (`llm.response_format: json_schema`). A seed's `language` chooses the
+templates, the reply's code fences and checks, and the response's fence (its
+`LanguageSpec`, e.g. `prompts/javascript/oss_instruct.jinja2`); the child keeps it.
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any
 
-from pipeline.codecheck import top_level_names
 from pipeline.config import LLMConfig
+from pipeline.languages import get_language
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.parse import ParseFailure, parse_json_reply, parse_markdown_reply
@@ -23,7 +24,6 @@ from pipeline.record import RejectReason, Sample, content_hash
 from pipeline.stages.llm_stage import LLMStage
 
 STRATEGY = "oss_instruct"
-TEMPLATES = {"markdown": "oss_instruct.jinja2", "json_schema": "oss_instruct_json.jinja2"}
 
 #: JSON schema of a reply in json_schema mode. Tests are a list of statements: small
 #: models write one short string per assert more reliably than one long escaped string.
@@ -44,19 +44,21 @@ MAX_EXPLANATION_CHARS = 800
 REPLY_EXCERPT_CHARS = 300
 
 
-@lru_cache(maxsize=4)
-def example_names(template: str) -> frozenset[str]:
+@lru_cache(maxsize=8)
+def example_names(template: str, language: str = "python") -> frozenset[str]:
     """Functions the template itself defines (its format example), seed left out."""
-    return frozenset(re.findall(r"\bdef\s+(\w+)\s*\(", render(template, seed="")))
+    pattern = get_language(language).example_definition
+    return frozenset(pattern.findall(render(template, seed="")))
 
 
-def copied_example(template: str, solution: str) -> str | None:
+def copied_example(template: str, solution: str, language: str = "python") -> str | None:
     """The example function a solution re-implements, or None.
 
     Small models often answer with the prompt's format example instead of a new problem
     (measured on Qwen2.5-Coder-0.5B: 0 to 5 of 12 replies, depending on the prompt).
     """
-    copied = sorted(top_level_names(solution) & example_names(template))
+    names = get_language(language).top_level_names(solution)
+    copied = sorted(names & example_names(template, language))
     return copied[0] if copied else None
 
 
@@ -82,7 +84,7 @@ class OssInstructGenerator(LLMStage):
     """
 
     name = STRATEGY
-    inputs = ("seed",)
+    inputs = ("seed", "language")
     outputs = ("instruction", "response", "code", "tests")
 
     def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None = None,
@@ -92,7 +94,10 @@ class OssInstructGenerator(LLMStage):
             raise ValueError("samples_per_seed must be at least 1")
         self.samples_per_seed = samples_per_seed
         self.json_mode = cfg.response_format == "json_schema"
-        self.template = TEMPLATES[cfg.response_format]
+
+    def template(self, language: str = "python") -> str:
+        """The prompt template for seeds in `language` and the configured reply format."""
+        return get_language(language).oss_instruct_templates[self.cfg.response_format]
 
     def candidates(self, sample: Sample) -> int:
         """`samples_per_seed` requests for each seed sample."""
@@ -102,7 +107,8 @@ class OssInstructGenerator(LLMStage):
         """One user message: the template rendered with the seed; no seed, no request."""
         if not sample.seed.strip():
             return None
-        return [{"role": "user", "content": render(self.template, seed=sample.seed)}]
+        return [{"role": "user",
+                 "content": render(self.template(sample.language), seed=sample.seed)}]
 
     def request_params(self, sample: Sample) -> dict[str, Any]:
         """The JSON schema in json_schema mode."""
@@ -113,15 +119,18 @@ class OssInstructGenerator(LLMStage):
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """One generated sample (child of the seed), or a rejected one; never raises."""
         text = reply.text or ""
+        language = sample.language
         child = Sample(strategy=STRATEGY, parent_id=sample.id, seed_ref=sample.seed_ref,
-                       seed=sample.seed, model=sample.model, tokens=dict(sample.tokens))
-        result = parse_json_reply(text) if self.json_mode else parse_markdown_reply(text)
+                       seed=sample.seed, model=sample.model, tokens=dict(sample.tokens),
+                       language=language)
+        parse = parse_json_reply if self.json_mode else parse_markdown_reply
+        result = parse(text, language)
         if isinstance(result, ParseFailure):
             # No content to hash: the reply itself tells rejected siblings apart.
             child.id = content_hash(STRATEGY, sample.id, "rejected", text)
             return [child.reject(self.name, result.reason,
                                  f"{result.detail}; reply: {text[:REPLY_EXCERPT_CHARS]}")]
-        copied = copied_example(self.template, result.solution)
+        copied = copied_example(self.template(language), result.solution, language)
         if copied is not None:
             child.id = content_hash(STRATEGY, sample.id, "rejected", text)
             return [child.reject(self.name, RejectReason.DUPLICATE,
@@ -130,14 +139,15 @@ class OssInstructGenerator(LLMStage):
         child.instruction = result.problem
         child.code = result.solution
         child.tests = result.tests
-        child.response = build_response(result.solution, result.explanation)
+        child.response = build_response(result.solution, result.explanation, language)
         child.assign_id()
         return [child]
 
 
-def build_response(solution: str, explanation: str = "") -> str:
-    """The assistant turn of the dataset: the solution in a python fence, maybe explained."""
-    response = f"```python\n{solution.strip()}\n```"
+def build_response(solution: str, explanation: str = "", language: str = "python") -> str:
+    """The assistant turn of the dataset: the solution in a fence of its language (```python
+    by default), maybe explained."""
+    response = f"```{get_language(language).response_tag}\n{solution.strip()}\n```"
     if explanation and len(explanation) <= MAX_EXPLANATION_CHARS:
         response += f"\n\n{explanation.strip()}"
     return response

@@ -2,10 +2,18 @@
 
 `SelfInstructGenerator` consumes the round-0 seed-task samples of its batch (see
 `pipeline.seeds.tasks`) and runs up to `rounds` rounds over them. In each round every seed
-sends one request (`prompts/self_instruct.jinja2`) with `examples_per_request` in-context
-tasks: the seed itself, `generated_examples` tasks accepted earlier (when there are any)
-and the rest drawn from the seed pool, chosen by a seeded RNG so reruns repeat. Each reply
-is a numbered list of new tasks (`parse_task_list`). Candidates are filtered in request
+sends one request with `examples_per_request` in-context tasks: the seed itself,
+`generated_examples` tasks accepted earlier (when there are any) and the rest drawn from
+the seed pool, chosen by a seeded RNG so reruns repeat. The prompt (`prompt_style`) is
+either a few-shot dialogue (default: `prompts/self_instruct_system.jinja2`, then each
+example as the answer to a request for its topic, `self_instruct_request.jinja2`, then the
+request for the new task: one task per reply) or the paper's numbered list
+(`prompts/self_instruct.jinja2`, `tasks_per_request` per reply). With
+`topics` on, each request also names one topic (data/self_instruct_topics.txt, seeded
+choice) and asks for short tasks about it: without it a 0.5B model mostly copies its
+examples. With `stop_at_code`, stop sequences cut a reply where the model starts writing
+code, which the prompt did not ask for. Each reply is a numbered list of new tasks
+(`parse_task_list`). Candidates are filtered in request
 order, so the outcome does not depend on which reply arrived first:
 
 - length (`min_words`..`max_words`) and blocked keywords (files, images, network ...):
@@ -28,6 +36,7 @@ length and keyword filters), `novel` (accepted), `task_requests`, `over_target`.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -35,85 +44,28 @@ from typing import Any
 from pipeline.config import LLMConfig, SelfInstructConfig
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
+from pipeline.llm.structured import schema_response_format
 from pipeline.novelty import NoveltyIndex
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
 from pipeline.stages.llm_stage import LLMStage
 from pipeline.stages.oss_instruct import REPLY_EXCERPT_CHARS
+from pipeline.stages.self_instruct_tasks import (  # noqa: F401 - public API of the strategy
+    DEFAULT_TOPICS,
+    filter_reason,
+    keyword_pattern,
+    load_topics,
+    parse_task_list,
+    parse_tasks,
+    tasks_schema,
+)
 
 STRATEGY = "self_instruct"
 TEMPLATE = "self_instruct.jinja2"
-
-#: The start of one list item: "Task 5:", "**Task 5.**", "### Task 5", "5. ", "5) ".
-_ITEM = re.compile(
-    r"^\s*(?:#{1,6}\s*)?(?:\*\*|__)?\s*(?:(?:task|exercise|instruction|problem)\s*#?\s*\d+"
-    r"|\d+[.)](?=\s))\s*(?:\*\*|__)?\s*[:.)-]?\s*(?:\*\*|__)?\s*(?P<rest>.*)$", re.IGNORECASE)
-_FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
-#: A line of unfenced code: a task's prose ends there.
-_CODE_LINE = re.compile(r"^\s*(?:def |class |import |from \S+ import |>>>|@\w|\"\"\"|"
-                        r"return\b|print\()")
-
-
-def parse_task_list(text: str) -> list[str]:
-    """The tasks of a numbered-list reply, one string each; code is dropped.
-
-    A task is its marker line plus the prose lines after it, up to the next marker, code
-    fence or line of code. Markers count even inside a fence (then as the marker line
-    alone): small models open a bare fence around the whole list, write the tasks as
-    `# Task 1: ...` comments in one code block, or put a solution under every task. Text
-    before the first marker is preamble; a reply without any marker is one candidate.
-    """
-    items: list[list[str]] = []
-    collecting = True
-    preamble: list[str] = []
-    in_code = False
-    for line in (text or "").replace("\r\n", "\n").splitlines():
-        m = _ITEM.match(line)
-        if m is not None:
-            items.append([m.group("rest")])
-            collecting = not in_code
-        elif _FENCE.match(line):
-            collecting = False
-            in_code = not in_code
-        elif _CODE_LINE.match(line):
-            collecting = False
-        elif items and collecting:
-            items[-1].append(line)
-        elif not items and not in_code:
-            preamble.append(line)
-    if not items:
-        items = [preamble]
-    out = []
-    for parts in items:
-        task = re.sub(r"\s+", " ", " ".join(p.strip() for p in parts)).strip()
-        task = re.sub(r"^(?:\*\*|__)|(?:\*\*|__)$", "", task).strip()
-        if task:
-            out.append(task)
-    return out
-
-
-def keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
-    """One case-insensitive pattern matching any keyword as a whole word."""
-    if not keywords:
-        return None
-    alts = "|".join(re.escape(k) for k in sorted(keywords, key=len, reverse=True))
-    return re.compile(rf"(?<!\w)(?:{alts})(?!\w)", re.IGNORECASE)
-
-
-def filter_reason(task: str, cfg: SelfInstructConfig,
-                  blocked: re.Pattern[str] | None = None) -> str | None:
-    """Why a candidate fails the length or keyword filter, or None if it passes."""
-    words = len(task.split())
-    if words < cfg.min_words:
-        return f"too short: {words} words < min_words {cfg.min_words}"
-    if words > cfg.max_words:
-        return f"too long: {words} words > max_words {cfg.max_words}"
-    if blocked is None:
-        blocked = keyword_pattern(cfg.blocked_keywords)
-    m = blocked.search(task) if blocked is not None else None
-    if m is not None:
-        return f"blocked keyword {m.group(0)!r}"
-    return None
+SYSTEM_TEMPLATE = "self_instruct_system.jinja2"
+REQUEST_TEMPLATE = "self_instruct_request.jinja2"
+#: Where a reply that has moved on from tasks to code is cut (`stop_at_code`).
+STOP_AT_CODE = ["```python", "```py\n", "\ndef "]
 
 
 class SelfInstructGenerator(LLMStage):
@@ -124,13 +76,21 @@ class SelfInstructGenerator(LLMStage):
     outputs = ("instruction",)
 
     def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
-                 si: SelfInstructConfig, seed_instructions: list[str], *, seed: int = 0) -> None:
+                 si: SelfInstructConfig, seed_instructions: list[str], *, seed: int = 0,
+                 seed_topics: list[str] | None = None) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         self.si = si
         self.seed_instructions = list(seed_instructions)
+        #: The topic each pool task is about (seed tasks: their `topic`; accepted tasks:
+        #: the one they were asked for), shown with it in dialogue prompts.
+        self.topic_of: dict[str, str] = dict(zip(self.seed_instructions,
+                                                 (t.replace("_", " ") for t in seed_topics or ()),
+                                                 strict=False))
         self.accepted: list[str] = []
         self._index: NoveltyIndex | None = None  # built on first use, in the worker
-        self._examples: dict[int, list[str]] = {}  # request sample (by identity) -> examples
+        self._examples: dict[int, tuple[list[str], str]] = {}  # request -> examples, topic
+        self.topics = load_topics(si.topics_file) if si.topics else []
+        self.json_mode = cfg.response_format == "json_schema"
 
     @property
     def index(self) -> NoveltyIndex:
@@ -157,6 +117,12 @@ class SelfInstructGenerator(LLMStage):
         examples = [slot.instruction, *seeds, *gen]
         return examples
 
+    def choose_topic(self, slot_id: str | None, rnd: int) -> str:
+        """The topic of one request: seed slot `slot_id`, round `rnd` ("" if topics are off)."""
+        if not self.topics:
+            return ""
+        return random.Random(content_hash(self.seed, slot_id, rnd, "topic")).choice(self.topics)
+
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
         """Run the rounds for the batch's seeds; other samples pass through."""
         slots = [s for s in samples if s.strategy == STRATEGY and s.round == 0]
@@ -169,7 +135,8 @@ class SelfInstructGenerator(LLMStage):
             for slot in slots:
                 req = Sample(strategy=STRATEGY, parent_id=slot.id, seed_ref=slot.seed_ref,
                              round=rnd, id=content_hash(STRATEGY, slot.id, rnd))
-                self._examples[id(req)] = self.choose_examples(slot, rnd)
+                self._examples[id(req)] = (self.choose_examples(slot, rnd),
+                                           self.choose_topic(slot.id, rnd))
                 requests.append(req)
             self.counters["task_requests"] += len(requests)
             try:
@@ -206,6 +173,7 @@ class SelfInstructGenerator(LLMStage):
             if score < self.si.novelty_threshold:
                 self.index.add(cand.instruction)
                 self.accepted.append(cand.instruction)
+                self.topic_of[cand.instruction] = self.choose_topic(cand.parent_id, cand.round)
                 self.counters["novel"] += 1
                 return cand
             reason = RejectReason.DUPLICATE
@@ -221,16 +189,42 @@ class SelfInstructGenerator(LLMStage):
         return self.seed_instructions[item] if item < n_seeds else self.accepted[item - n_seeds]
 
     def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        examples = self._examples.get(id(sample))
-        if examples is None:
+        chosen = self._examples.get(id(sample))
+        if chosen is None:
             return None
-        return [{"role": "user", "content": render(TEMPLATE, examples=examples,
-                                                   num_tasks=self.si.tasks_per_request)}]
+        examples, topic = chosen
+        if self.si.prompt_style == "list":
+            return [{"role": "user", "content": render(
+                TEMPLATE, examples=examples, topic=topic, num_tasks=self.si.tasks_per_request,
+                json_mode=self.json_mode)}]
+        return self.dialogue(examples, topic)
+
+    def dialogue(self, examples: list[str], topic: str) -> list[dict[str, str]]:
+        """Few-shot chat: each example answers a request for its topic; then the new one."""
+        messages = [{"role": "system", "content": render(SYSTEM_TEMPLATE,
+                                                         json_mode=self.json_mode)}]
+        for ex in examples:
+            answer = json.dumps({"tasks": [ex]}) if self.json_mode else ex
+            ex_topic = self.topic_of.get(ex, "") if self.topics else ""
+            messages += [{"role": "user", "content": render(REQUEST_TEMPLATE, topic=ex_topic)},
+                         {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": render(REQUEST_TEMPLATE, topic=topic)})
+        return messages
+
+    @property
+    def tasks_per_reply(self) -> int:
+        return self.si.tasks_per_request if self.si.prompt_style == "list" else 1
+
+    def request_params(self, sample: Sample) -> dict[str, Any]:
+        if self.json_mode:
+            return {"response_format": schema_response_format(
+                self.cfg.backend, "self_instruct", tasks_schema(self.tasks_per_reply))}
+        return {"stop": list(STOP_AT_CODE)} if self.si.stop_at_code else {}
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
         """Candidate task samples (unfiltered), or one rejected sample; never raises."""
         text = reply.text or ""
-        tasks = parse_task_list(text)
+        tasks = parse_tasks(text, self.json_mode)
         if not tasks:
             rej = Sample(strategy=STRATEGY, parent_id=sample.parent_id, seed_ref=sample.seed_ref,
                          round=sample.round, id=content_hash(sample.id, "rejected", text))

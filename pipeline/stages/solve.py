@@ -23,6 +23,7 @@ from typing import Any
 from pipeline.config import LLMConfig
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
+from pipeline.llm.structured import schema_response_format
 from pipeline.parse import ParseFailure, ParseResult, parse_json_reply, parse_markdown_reply
 from pipeline.prompts import render
 from pipeline.record import ExecStatus, RejectReason, Sample, content_hash
@@ -47,11 +48,8 @@ _GIVEN = "(the given instruction)"
 
 
 def solve_response_format(backend: str) -> dict[str, Any]:
-    """`response_format` for SOLVE_SCHEMA in the form the server takes (see oss_instruct)."""
-    if backend == "embedded":
-        return {"type": "json_object", "schema": SOLVE_SCHEMA}
-    return {"type": "json_schema",
-            "json_schema": {"name": "solve", "strict": True, "schema": SOLVE_SCHEMA}}
+    """`response_format` for SOLVE_SCHEMA in the form the server takes."""
+    return schema_response_format(backend, "solve", SOLVE_SCHEMA)
 
 
 def parse_solve_reply(text: str, json_mode: bool = False) -> ParseResult:
