@@ -18,6 +18,7 @@ from pipeline.config import LLMConfig
 from pipeline.languages import get_language
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
+from pipeline.llm.structured import schema_response_format
 from pipeline.parse import ParseFailure, parse_json_reply, parse_markdown_reply
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
@@ -65,13 +66,9 @@ def copied_example(template: str, solution: str, language: str = "python") -> st
 def json_response_format(backend: str) -> dict[str, Any]:
     """`response_format` asking for `OSS_INSTRUCT_SCHEMA`, in the form the server takes.
 
-    OpenAI and vLLM take `{"type": "json_schema", ...}`; llama-cpp-python's server (the
-    embedded backend) only knows `{"type": "json_object", "schema": ...}`.
+    See `pipeline.llm.structured` for which server takes which form.
     """
-    if backend == "embedded":
-        return {"type": "json_object", "schema": OSS_INSTRUCT_SCHEMA}
-    return {"type": "json_schema",
-            "json_schema": {"name": "oss_instruct", "strict": True, "schema": OSS_INSTRUCT_SCHEMA}}
+    return schema_response_format(backend, "oss_instruct", OSS_INSTRUCT_SCHEMA)
 
 
 class OssInstructGenerator(LLMStage):
