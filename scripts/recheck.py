@@ -16,7 +16,8 @@ import datasets
 
 def main(run_dir: str) -> int:
     rows = datasets.load_from_disk(f"{run_dir}/dataset")["train"]
-    records = "".join(json.dumps({"id": r["id"], "code": r["code"], "tests": r["tests"]}) + "\n"
+    records = "".join(json.dumps({"id": r["id"], "code": r["code"], "tests": r["tests"],
+                                   "language": r.get("language") or "python"}) + "\n"
                       for r in rows)
     proc = subprocess.run([sys.executable, "-m", "pipeline", "sandbox", "--input", "-",
                            "--output", "-"], input=records, capture_output=True, text=True,
