@@ -44,23 +44,19 @@ setup_image() {
   fi
 }
 
-setup_bwrap() {
-  # bubblewrap: the namespaces behind sandbox.backend=process (no Docker needed).
-  command -v bwrap >/dev/null 2>&1 && return
-  command -v apt-get >/dev/null 2>&1 || { say "bubblewrap missing: sandbox.backend=process unavailable"; return; }
-  say "installing bubblewrap (sandbox.backend=process)"
+# apt_tool CMD PACKAGE WHAT: install PACKAGE from Debian when CMD is missing.
+apt_tool() {
+  command -v "$1" >/dev/null 2>&1 && return
+  command -v apt-get >/dev/null 2>&1 || { say "$1 missing: $3 unavailable"; return; }
+  say "installing $2 ($3)"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq bubblewrap >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
 }
 
-setup_node() {
-  # Node.js: JavaScript samples under sandbox.backend=process use the host's /usr/bin/node.
-  command -v node >/dev/null 2>&1 && return
-  command -v apt-get >/dev/null 2>&1 || { say "node missing: JavaScript samples unavailable with sandbox.backend=process"; return; }
-  say "installing Node.js (nodejs; JavaScript samples with sandbox.backend=process)"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq nodejs >/dev/null
-}
+# bubblewrap: the namespaces behind sandbox.backend=process (no Docker needed).
+setup_bwrap() { apt_tool bwrap bubblewrap "sandbox.backend=process"; }
+# Node.js: JavaScript samples under sandbox.backend=process use the host's /usr/bin/node.
+setup_node() { apt_tool node nodejs "JavaScript samples with sandbox.backend=process"; }
 
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
