@@ -181,7 +181,7 @@ _DECODER = json.JSONDecoder(strict=False)  # strict=False: raw newlines inside s
 _CLOSERS = ("}", "]}", '"]}', '"}')
 
 
-def _first_json_object(text: str) -> dict | None:
+def first_json_object(text: str) -> dict | None:
     """The first JSON object in `text`; an unclosed one is closed if that makes it valid."""
     for m in re.finditer(r"\{", text):
         try:
@@ -210,7 +210,7 @@ def parse_json_reply(text: str, language: str = "python") -> ParseResult:
     """
     if not text or not text.strip():
         return ParseFailure(RejectReason.UNPARSEABLE, "empty reply")
-    obj = _first_json_object(text)
+    obj = first_json_object(text)
     if obj is None:
         return ParseFailure(RejectReason.UNPARSEABLE, "no JSON object in the reply "
                             "(truncated, or not JSON)")

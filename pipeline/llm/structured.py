@@ -12,11 +12,12 @@ server constrains decoding to it:
 
 A server that ignores `response_format` still gets a prompt that asks for the same JSON;
 every parser also falls back to the plain-text reading, so such replies are not lost.
+Replies are read with `pipeline.parse.first_json_object` (fences, prose, raw newlines and
+a missing closing brace tolerated).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 
@@ -27,17 +28,3 @@ def schema_response_format(backend: str, name: str, schema: dict[str, Any]) -> d
     return {"type": "json_schema", "json_schema": {"name": name, "strict": True,
                                                    "schema": schema}}
 
-
-def first_json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in `text` (a fence or prose around it is allowed), or None."""
-    start = text.find("{")
-    while start >= 0:
-        try:
-            obj, _ = json.JSONDecoder().raw_decode(text, start)
-        except json.JSONDecodeError:
-            start = text.find("{", start + 1)
-            continue
-        if isinstance(obj, dict):
-            return obj
-        start = text.find("{", start + 1)
-    return None

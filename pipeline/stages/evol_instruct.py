@@ -31,8 +31,9 @@ from typing import Any
 from pipeline.config import EvolConfig, LLMConfig
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
-from pipeline.llm.structured import first_json_object, schema_response_format
+from pipeline.llm.structured import schema_response_format
 from pipeline.novelty import rouge_l, rouge_tokenize
+from pipeline.parse import first_json_object
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
 from pipeline.stages.llm_stage import LLMStage

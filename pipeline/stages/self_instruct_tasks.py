@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import SelfInstructConfig
-from pipeline.llm.structured import first_json_object
+from pipeline.parse import first_json_object
 
 #: The bundled topic list (`generation.self_instruct.topics_file` replaces it).
 DEFAULT_TOPICS = Path(__file__).resolve().parent.parent.parent / "data" / \
