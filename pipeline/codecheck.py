@@ -14,6 +14,7 @@ import builtins
 import re
 import textwrap
 import typing
+from collections.abc import Callable, Mapping
 
 from pipeline.record import RejectReason
 
@@ -230,21 +231,39 @@ _TEST_PROBLEMS = {
 }
 
 
+def check_reply(
+    solution: str, tests: str, *,
+    split: Callable[[str], tuple[str, str] | str],
+    names_of: Callable[[str], set[str]],
+    tidy: Callable[[str, set[str]], str | RejectReason],
+    problems: Mapping[RejectReason, str],
+    prepare: Callable[[str], str] = lambda code: code,
+) -> tuple[str, str] | tuple[RejectReason, str]:
+    """(code, tests) ready to run, or (reason, detail), with one language's helpers.
+
+    `split` moves test code out of the solution (or says why it does not parse),
+    `prepare` fixes the code up (e.g. missing imports), `names_of` must find a definition,
+    and `tidy` checks the tests against those names; `problems` words tidy's reasons.
+    """
+    split_result = split(solution)
+    if isinstance(split_result, str):
+        return RejectReason.SYNTAX_ERROR, f"solution: {split_result}"
+    code, moved_tests = split_result
+    code = prepare(code)
+    names = names_of(code)
+    if not names:
+        return RejectReason.UNPARSEABLE, "the solution defines no function"
+    tidied = tidy("\n\n".join(t for t in (moved_tests, tests.strip()) if t), names)
+    if isinstance(tidied, RejectReason):
+        return tidied, problems[tidied]
+    return code, tidied
+
+
 def check_solution(solution: str, tests: str) -> tuple[str, str] | tuple[RejectReason, str]:
     """(code, tests) ready to run, or (reason, detail): the Python checks of a reply.
 
     Moves test code out of the solution, adds missing imports, requires a function, and
     tidies the tests (`tidy_tests`).
     """
-    split = split_solution(solution)
-    if isinstance(split, str):
-        return RejectReason.SYNTAX_ERROR, f"solution: {split}"
-    code, moved_tests = split
-    code = add_missing_imports(code)
-    names = top_level_names(code)
-    if not names:
-        return RejectReason.UNPARSEABLE, "the solution defines no function"
-    tidied = tidy_tests("\n\n".join(t for t in (moved_tests, tests.strip()) if t), names)
-    if isinstance(tidied, RejectReason):
-        return tidied, _TEST_PROBLEMS[tidied]
-    return code, tidied
+    return check_reply(solution, tests, split=split_solution, names_of=top_level_names,
+                       tidy=tidy_tests, problems=_TEST_PROBLEMS, prepare=add_missing_imports)

@@ -20,6 +20,7 @@ from functools import lru_cache
 import tree_sitter_javascript
 from tree_sitter import Language, Node, Parser
 
+from pipeline.codecheck import check_reply
 from pipeline.record import RejectReason
 
 #: Function-like nodes whose body is a block of statements.
@@ -249,17 +250,8 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
 
 def check_solution(solution: str, tests: str) -> tuple[str, str] | tuple[RejectReason, str]:
     """(code, tests) ready to run, or (reason, detail): the JavaScript checks of a reply."""
-    split = split_solution(solution)
-    if isinstance(split, str):
-        return RejectReason.SYNTAX_ERROR, f"solution: {split}"
-    code, moved_tests = split
-    names = top_level_names(code)
-    if not names:
-        return RejectReason.UNPARSEABLE, "the solution defines no function"
-    tidied = tidy_tests("\n\n".join(t for t in (moved_tests, tests.strip()) if t), names)
-    if isinstance(tidied, RejectReason):
-        return tidied, _TEST_PROBLEMS[tidied]
-    return code, tidied
+    return check_reply(solution, tests, split=split_solution, names_of=top_level_names,
+                       tidy=tidy_tests, problems=_TEST_PROBLEMS)
 
 
 def sandbox_tests(tests: str) -> list[list[str | bool | int]]:
