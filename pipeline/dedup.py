@@ -5,13 +5,13 @@ Generators run in several workers, each seeing only its own batches, so the same
 finishes, the driver walks every kept sample in a fixed order (strategy, round, id) and
 drops one whose instruction is a ROUGE-L near-duplicate of an earlier kept one. The
 drop is a reject (stage "dedup", reason duplicate) naming the sample it repeats, so it is
-counted and written like any other. Case2Code tasks are compared on their example calls
-and values only (`dedup_text`): their shared prompt text made every two of them look
-alike (measured: 6 of 7 verified Case2Code tasks of a real run dropped, e.g.
-`collapse_whitespace` as a repeat of `caesar_shift`).
+counted and written like any other. What is compared is `text_of(sample)`; the driver
+passes `pipeline.stages.strategies.dedup_text`, which knows each strategy's instructions.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pipeline.novelty import NoveltyIndex
 from pipeline.record import RejectReason, Sample
@@ -19,21 +19,12 @@ from pipeline.record import RejectReason, Sample
 STAGE = "dedup"
 
 
-def dedup_text(sample: Sample) -> str:
-    """What is compared: the instruction, or for Case2Code only its example calls and
-    values (its prompt text is the same for every task)."""
-    if sample.strategy == "case2code":
-        from pipeline.stages.case2code import case_examples_text, case_function
-
-        try:
-            name = case_function(sample.tests)
-        except SyntaxError:
-            name = ""
-        return case_examples_text(sample.instruction, name)
+def _instruction(sample: Sample) -> str:
     return sample.instruction
 
 
-def drop_near_duplicates(samples: list[Sample], threshold: float) -> dict[str, int]:
+def drop_near_duplicates(samples: list[Sample], threshold: float,
+                         text_of: Callable[[Sample], str] = _instruction) -> dict[str, int]:
     """Reject kept samples whose instruction nearly repeats an earlier kept one.
 
     Exempt: transformation variants (`kind` set: similar to their parent by design) and
@@ -49,7 +40,7 @@ def drop_near_duplicates(samples: list[Sample], threshold: float) -> dict[str, i
     for s in kept:
         if s.instruction in first_parent and first_parent[s.instruction] == s.parent_id:
             continue
-        text = dedup_text(s)
+        text = text_of(s)
         score, match = index.max_similarity(text)
         if match is not None and score >= threshold:
             s.reject(STAGE, RejectReason.DUPLICATE,

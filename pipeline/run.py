@@ -100,6 +100,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     from pipeline.stages.solve import record_pass_counts
     from pipeline.stages.strategies import (
         TASK_SOURCE_FIELDS,
+        dedup_text,
         source_counts,
         strategy_summary,
         task_sources,
@@ -147,8 +148,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
                 result.samples, [t.instruction for t in tasks],
                 gen.self_instruct.novelty_threshold)
     if gen.dedup_threshold is not None:
-        result.stage_stats[DEDUP_STAGE] = drop_near_duplicates(result.samples,
-                                                               gen.dedup_threshold)
+        result.stage_stats[DEDUP_STAGE] = drop_near_duplicates(
+            result.samples, gen.dedup_threshold, dedup_text)
     stats = {
         "seeds": len(seeds),
         "seed_snippets": seed_stats,

@@ -51,6 +51,7 @@ def test_rejected_samples_are_left_alone() -> None:
 def test_case2code_tasks_are_compared_on_their_examples_not_the_prompt() -> None:
     from pipeline.prompts import render
     from pipeline.stages.case2code import TEMPLATE
+    from pipeline.stages.strategies import dedup_text
 
     def task(name: str, pairs: list[tuple[str, str]], parent: str) -> Sample:
         s = _s(render(TEMPLATE, name=name, examples=[{"call": c, "output": o}
@@ -65,7 +66,7 @@ def test_case2code_tasks_are_compared_on_their_examples_not_the_prompt() -> None
                                           ("collapse_whitespace('x\\ty')", "'x y'")], "p2")
     again = task("caesar_shift", [("caesar_shift('Zebra!', 2)", "'Bgdtc!'"),
                                   ("caesar_shift('abc', 1)", "'bcd'")], "p3")
-    stats = drop_near_duplicates([shift, spaces, again], 0.7)
+    stats = drop_near_duplicates([shift, spaces, again], 0.7, dedup_text)
     assert stats["dropped_duplicate"] == 1
     assert [s.rejected for s in (shift, spaces, again)].count(True) == 1
     assert not spaces.rejected

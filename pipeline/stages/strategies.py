@@ -65,6 +65,18 @@ def strategy_summary(strategies: list[str], stage_stats: dict[str, dict[str, flo
     return out
 
 
+def dedup_text(sample: Sample) -> str:
+    """What run-wide dedup compares for a sample: its instruction, or for Case2Code only
+    the example calls and values. Case2Code's prompt text is the same for every task and
+    made any two look alike (measured: 6 of 7 verified tasks of a real run dropped, e.g.
+    `collapse_whitespace` as a repeat of `caesar_shift`)."""
+    if sample.strategy == "case2code":
+        from pipeline.stages.case2code import case_examples_text, case_function
+
+        return case_examples_text(sample.instruction, case_function(sample.tests))
+    return sample.instruction
+
+
 def source_counts(samples: list[Sample]) -> dict[str, Any]:
     """Number of source samples per strategy."""
     counts: dict[str, int] = {}
