@@ -17,10 +17,8 @@ import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 
-import tree_sitter_python
-from tree_sitter import Language, Node, Parser
+from tree_sitter import Node
 
 from pipeline.config import SeedsConfig
 from pipeline.languages import LanguageSpec, get_language, parser_for
@@ -49,12 +47,6 @@ class Snippet:
     start_line: int
     end_line: int
     name: str
-
-
-@lru_cache(maxsize=1)
-def python_parser() -> Parser:
-    """A tree-sitter parser for Python (cached per process)."""
-    return Parser(Language(tree_sitter_python.language()))
 
 
 def looks_generated(text: str) -> bool:
