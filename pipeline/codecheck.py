@@ -4,7 +4,10 @@ Model output mixes the two: asserts after the function, an `if __name__ == "__ma
 block, `print(f(3))` usage lines, a copy of the solution at the top of the tests, or
 pytest-style `def test_...` functions that nothing calls. These helpers edit the code by
 line ranges (comments and layout survive) so that the solution is importable definitions
-only and the tests run as a plain script after it.
+only and the tests run as a plain script after it. What counts as a test, and so when
+tests are `no_tests`, is the sandbox runner's definition
+(`pipeline.sandbox.runner.testcount`), so the checks never pass on tests in which the
+runner would find nothing to count.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ import typing
 from collections.abc import Callable, Mapping
 
 from pipeline.record import RejectReason
+from pipeline.sandbox.runner.testcount import (
+    count_tests,
+    is_check,
+    is_main_guard,
+    is_testcase,
+    pytest_tests,
+)
 
 #: Modules that a test imports the solution from; the sandbox concatenates instead.
 _SOLUTION_MODULES = {"solution", "main", "__main__", "code", "module", "your_module"}
@@ -49,21 +59,10 @@ def _body_lines(code: str, node: ast.If) -> list[str]:
     return textwrap.dedent("\n".join(lines[start:end + 1])).splitlines()
 
 
-def _is_main_guard(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
-
-
-def _is_testcase(node: ast.stmt) -> bool:
-    return isinstance(node, ast.ClassDef) and any(
-        (isinstance(b, ast.Attribute) and b.attr == "TestCase")
-        or (isinstance(b, ast.Name) and b.id == "TestCase") for b in node.bases)
-
-
 def _is_test_def(node: ast.stmt) -> bool:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return node.name.startswith("test")
-    return _is_testcase(node)
+    return is_testcase(node)
 
 
 def _call_name(node: ast.AST) -> str:
@@ -79,14 +78,9 @@ def _call_name(node: ast.AST) -> str:
 
 
 def _has_check(tree: ast.AST) -> bool:
-    """An assert, a `self.assert...`/`pytest.raises` check, or a test function."""
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assert) or (isinstance(node, ast.stmt) and _is_test_def(node)):
-            return True
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                node.func.attr.startswith(("assert", "raises")):
-            return True
-    return False
+    """A check (an assert, `self.assert...`, `pytest.raises`) or a test function."""
+    return any(is_check(node) or (isinstance(node, ast.stmt) and _is_test_def(node))
+               for node in ast.walk(tree))
 
 
 def top_level_names(code: str) -> set[str]:
@@ -150,7 +144,7 @@ def split_solution(code: str) -> tuple[str, str] | str:
     moved: list[str] = []
     for node in tree.body:
         call = _call_name(node)
-        if _is_main_guard(node):
+        if is_main_guard(node):
             if _has_check(node):
                 moved.append("\n".join(_body_lines(code, node)))
             edits.append((node, []))
@@ -184,8 +178,9 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
     """Tests ready to run after the solution, or why there are none usable.
 
     Unwraps a `__main__` guard, removes redefinitions and imports of the solution's
-    names, calls `test_*` functions and `unittest.main()` that nothing calls, and requires
-    a check that refers to the solution. Returns NO_TESTS or SYNTAX_ERROR on failure.
+    names, calls `test_*` functions and `unittest.main()` that nothing calls (the runner
+    leaves those calls to pytest), and requires tests that the runner counts and that
+    refer to the solution. Returns NO_TESTS or SYNTAX_ERROR on failure.
     """
     if not tests.strip():
         return RejectReason.NO_TESTS
@@ -199,7 +194,7 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
     tests, tree = salvaged
     edits: list[tuple[ast.stmt, list[str]]] = []
     for node in tree.body:
-        if _is_main_guard(node):
+        if is_main_guard(node):
             edits.append((node, _body_lines(tests, node)))
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
                 and node.name in solution_names:
@@ -214,13 +209,12 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
     except SyntaxError:  # pragma: no cover - removing whole statements keeps it valid
         return RejectReason.SYNTAX_ERROR
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    if not _has_check(tree) or not used & solution_names:
+    if not used & solution_names or count_tests(tests)[1] == 0:
         return RejectReason.NO_TESTS
     called = {_call_name(n) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
-    runners = [f"{n.name}()" for n in tree.body
-               if isinstance(n, ast.FunctionDef) and n.name.startswith("test")
-               and not n.args.args and n.name not in called]
-    if any(_is_testcase(n) for n in tree.body) and "unittest.main" not in called:
+    runners = [f"{n.name}()" for n in pytest_tests(tree)
+               if isinstance(n, ast.FunctionDef) and not n.args.args and n.name not in called]
+    if any(is_testcase(n) for n in tree.body) and "unittest.main" not in called:
         runners.append("unittest.main()")
     return "\n".join([tests, *runners]) if runners else tests
 

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 
-from pipeline.sandbox import SandboxPool
+import pytest
+
+from pipeline.config import SandboxConfig
+from pipeline.sandbox import SandboxPool, SandboxUnavailable
+
+
+def require_process_backend_with_node() -> None:
+    """Skip, with the reason, where backend=process cannot run JavaScript samples (no
+    node, or bwrap cannot make a sandbox); fail instead when PIPELINE_REQUIRE has bwrap."""
+    from pipeline.sandbox.process_backend import ProcessBackend
+
+    problem = None
+    if shutil.which("node") is None:
+        problem = "node is not installed on this host (apt-get install nodejs)"
+    else:
+        try:
+            ProcessBackend(SandboxConfig(backend="process"), "probe").connect()
+        except SandboxUnavailable as exc:
+            problem = str(exc)
+    if problem is None:
+        return
+    if "bwrap" in os.environ.get("PIPELINE_REQUIRE", ""):
+        pytest.fail(f"PIPELINE_REQUIRE includes 'bwrap' but: {problem}")
+    pytest.skip(problem)
 
 
 def kill_new_runners(pool: SandboxPool, count: int = 2) -> threading.Thread:

@@ -142,6 +142,22 @@ def test_sandbox_tests_are_counted_statements() -> None:
     assert PYTHON.sandbox_tests("assert f(1) == 1") == "assert f(1) == 1"
 
 
+def test_sandbox_tests_count_by_the_runners_rule() -> None:
+    # The rule of pipeline/sandbox/runner/testcount.py: a loop over cases is one test, a
+    # helper that calls a checker checks too, a try/catch that swallows a failed assert and
+    # an uncalled checker are not tests; tidy_tests then has nothing to count: no_tests.
+    tests = ("for (const x of [1, 2]) {\n  assert.ok(twice(x) > x);\n}\n"
+             "[1, 2].forEach((x) => assert.ok(twice(x) > 0));\n"
+             "const same = (f) => { assert.strictEqual(f(1), 2); };\n"
+             "function run() { same(twice); }\nrun();\n"
+             "try {\n  assert.strictEqual(twice(1), 3);\n} catch (e) {}\n")
+    assert [u[1] for u in sandbox_tests(tests)] == [True, True, False, False, True, False]
+    for swallowed in ("try {\n  assert.strictEqual(twice(1), 2);\n} catch (e) {}\n",
+                      "function check() {\n  assert.strictEqual(twice(1), 2);\n}\n"):
+        assert JAVASCRIPT.check("const twice = (x) => 2 * x;", swallowed)[0] \
+            is RejectReason.NO_TESTS
+
+
 def test_snippets_from_a_real_javascript_file() -> None:
     """ms 2.1.3's index.js (MIT): four functions, `parse` too long for 40 lines."""
     text = (FIXTURES / "js" / "ms.js").read_text()

@@ -5,17 +5,15 @@ exits early, throws at load, loops or runs out of memory never passes."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from pipeline.config import SandboxConfig
 from pipeline.record import ExecStatus, Sample
-from pipeline.sandbox import SandboxPool, SandboxUnavailable, run_records
-from pipeline.sandbox.process_backend import ProcessBackend
+from pipeline.sandbox import SandboxPool, run_records
 from pipeline.stages.execute import ExecuteStage
+from tests.sandbox_helpers import require_process_backend_with_node
 
 CODE = "function add(a, b) {\n  return a + b;\n}\n"
 TESTS = ("assert.strictEqual(add(1, 2), 3);\nassert.strictEqual(add(0, 0), 0);\n"
@@ -27,23 +25,11 @@ def cfg(backend: str, **kw: object) -> SandboxConfig:
                             "memory_mb": 256, "output_limit_bytes": 4096, **kw})
 
 
-def _process_problem() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed on this host (apt-get install nodejs)"
-    try:
-        ProcessBackend(cfg("process"), "probe").connect()
-    except SandboxUnavailable as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(scope="module", params=[pytest.param("docker", marks=pytest.mark.docker),
                                         "process"])
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param == "process" and (problem := _process_problem()):
-        if "bwrap" in os.environ.get("PIPELINE_REQUIRE", ""):
-            pytest.fail(f"PIPELINE_REQUIRE includes 'bwrap' but: {problem}")
-        pytest.skip(problem)
+    if request.param == "process":
+        require_process_backend_with_node()
     return request.param
 
 

@@ -14,16 +14,19 @@ import pytest
 from pipeline.config import SandboxConfig
 from pipeline.record import ExecStatus, RejectReason
 from pipeline.sandbox.docker_backend import _Demux, container_memory_mb, image_missing_message
-from pipeline.sandbox.runner import (
+from pipeline.sandbox.runner.evidence import decide
+from pipeline.sandbox.runner.protocol import (
     FAILED,
     MEMORY,
     PASSED,
     TIMEOUT,
     FrameDecoder,
-    count_tests,
-    decide,
-    detect_style,
     encode_frame,
+)
+from pipeline.sandbox.runner.testcount import (
+    count_tests,
+    detect_style,
+    pytest_source,
     split_tests,
 )
 from pipeline.sandbox.verdict import (
@@ -105,6 +108,41 @@ def test_style_detects_pytest_functions_and_classes() -> None:
                        "    def test_c(self):\n        pass\n") == ("pytest", 2)
 
 
+def test_loops_raises_and_assert_calls_count_swallowing_try_does_not() -> None:
+    src = ("cases = [(1, 2)]\nfor x, want in cases:\n    assert f(x) == want\n"
+           "with pytest.raises(ValueError):\n    f(-1)\nnp.testing.assert_equal(f(1), 2)\n"
+           "try:\n    assert f(0) == 1\nexcept AssertionError:\n    print('no')\n"
+           "try:\n    assert f(0) == 1\nexcept KeyError:\n    pass\n")
+    units = split_tests(ast.parse(src))
+    assert [is_test for _, is_test in units] == [False, True, True, True, False, True]
+
+
+def test_checkers_are_found_transitively_and_uncalled_ones_count_nothing() -> None:
+    src = ("def same(a, b):\n    assert a == b\n\ndef check(g):\n    same(g(1), 2)\n\n"
+           "check(f)\nresult = check(f)\n")
+    assert count_tests(src) == ("asserts", 2)
+    assert count_tests("def check(g):\n    assert g(1) == 2\n") == ("asserts", 0)
+
+
+def test_test_named_function_called_with_arguments_is_a_helper() -> None:
+    src = "def test_add(func):\n    assert func(1, 2) == 3\n\ntest_add(add)\n"
+    assert count_tests(src) == ("asserts", 1)
+    mixed = src + "\ndef test_zero():\n    test_add(add)\n"
+    assert count_tests(mixed) == ("pytest", 1)
+
+
+def test_pytest_source_leaves_script_runners_to_pytest() -> None:
+    src = ("import unittest\n\nclass TestA(unittest.TestCase):\n    def test_a(self):\n"
+           "        self.assertTrue(True)\n\ndef test_b():\n    helper_test(1)\n\n"
+           "def helper_test(x):\n    assert x\n\ndef testing(x):\n    assert x\n\n"
+           "test_b(); testing(1)\nunittest.main(\n    verbosity=2)\n")
+    out = pytest_source(src).splitlines()
+    assert out[:15] == src.splitlines()[:15]  # line numbers stay as they were
+    assert out[15:18] == ["pass; testing(1)", "pass", ""]
+    assert out[18:] == ["", "testing.__test__ = False"]  # helper_test is not collected
+    assert count_tests(src) == ("pytest", 2)
+
+
 def test_count_tests_of_unparseable_tests_is_zero() -> None:
     assert count_tests("assert (") == ("asserts", 0)
 
@@ -167,7 +205,7 @@ def test_image_missing_message_says_how_to_build() -> None:
 def test_bwrap_command_isolates_and_binds_only_what_the_runner_needs() -> None:
     import os
 
-    from pipeline.sandbox.docker_backend import RUNNER_HOST_PATH, RUNNER_PATH
+    from pipeline.sandbox.docker_backend import RUNNER_HOST_PATH, RUNNER_MAIN, RUNNER_PATH
     from pipeline.sandbox.process_backend import bwrap_args
 
     args = bwrap_args(SandboxConfig(backend="process", tmpfs_mb=32), None)
@@ -183,7 +221,7 @@ def test_bwrap_command_isolates_and_binds_only_what_the_runner_needs() -> None:
     i = args.index("/tmp", args.index("--tmpfs") - 1)
     assert args[i - 3:i + 1] == ["--size", str(32 * 1024 * 1024), "--tmpfs", "/tmp"]
     assert args[args.index("--remount-ro") + 1] in ("/dev", "/")
-    assert args[-4:] == ["-I", "-B", RUNNER_PATH, "--container"]
+    assert args[-4:] == ["-I", "-B", RUNNER_MAIN, "--container"]
 
 
 def test_python_under_tmp_is_bound_where_the_sandbox_tmpfs_does_not_hide_it(monkeypatch) -> None:

@@ -1,13 +1,15 @@
 """JavaScript checks, with tree-sitter-javascript: replies, seed snippets, sandbox tests.
 
 The sandbox runs a solution as a script and then each top-level test statement, with
-node's `assert` module provided as the global `assert` (see the harness in
-pipeline/sandbox/runner.py). So `check_solution` leaves the solution as plain
+node's `assert` module provided as the global `assert` (see
+pipeline/sandbox/runner/harness.cjs). So `check_solution` leaves the solution as plain
 declarations (asserts moved to the tests, `console.log` usage lines, `module.exports`,
 `export` keywords and `require.main === module` blocks removed) and the tests as
 statements that call the solution through `assert` (imports of `assert` and of the
 solution removed, copies of the solution dropped). `sandbox_tests` splits tests into the
-statements the runner counts.
+statements the runner counts, by the runner's own rule
+(`pipeline.sandbox.runner.testcount.counted`), which also decides when tests are
+`no_tests`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tree_sitter import Language, Node, Parser
 
 from pipeline.codecheck import check_reply
 from pipeline.record import RejectReason
+from pipeline.sandbox.runner.testcount import Statement, counted
 
 #: Function-like nodes whose body is a block of statements.
 _FUNCTIONS = ("function_declaration", "generator_function_declaration", "function_expression",
@@ -243,7 +246,7 @@ def tidy_tests(tests: str, solution_names: set[str]) -> str | RejectReason:
     used = {_text(n) for n in _walk(root) if n.type == "identifier"}
     if root.has_error:  # pragma: no cover - removing whole statements keeps it valid
         return RejectReason.SYNTAX_ERROR
-    if not _has_check(root) or not used & solution_names:
+    if not used & solution_names or not any(_counted(_statements(root))):
         return RejectReason.NO_TESTS
     return tests
 
@@ -254,27 +257,38 @@ def check_solution(solution: str, tests: str) -> tuple[str, str] | tuple[RejectR
                        tidy=tidy_tests, problems=_TEST_PROBLEMS)
 
 
+def _statement(stmt: Node) -> Statement:
+    """The counting rule's view of one top-level statement."""
+    inner = list(_walk(stmt))
+    calls = {_text(n.child_by_field_name("function")) for n in inner
+             if n.type == "call_expression"
+             and getattr(n.child_by_field_name("function"), "type", "") == "identifier"}
+    return Statement(defines=frozenset(_declared(stmt, functions_only=True)),
+                     checks=any(_is_assert_call(n) for n in inner), calls=frozenset(calls),
+                     swallows=stmt.type == "try_statement"
+                     and stmt.child_by_field_name("handler") is not None)
+
+
+def _counted(statements: list[Node]) -> list[bool]:
+    return counted([_statement(s) for s in statements])
+
+
 def sandbox_tests(tests: str) -> list[list[str | bool | int]]:
     """Tests as the runner takes them: [statement source, counts as a test, line], one per
     top-level statement.
 
-    A statement counts when it is an `assert` call or a call of a function the tests
-    define that asserts (a `check(f)` helper); others (declarations, setup) run but are
-    not counted. Tests that do not parse go as one counted statement, which then fails
-    with the SyntaxError.
+    Whether a statement counts is the runner's rule (`testcount.counted`): it contains an
+    `assert` call (a loop over cases included) or calls a function the tests define that
+    asserts (a `check(f)` helper); declarations, setup and a `try` whose `catch` would
+    swallow a failed assert run but are not counted. Tests that do not parse go as one
+    counted statement, which then fails with the SyntaxError.
     """
     root = _parse(tests)
     if root.has_error:
         return [[tests, True, 1]]
     statements = _statements(root)
-    checkers = {name for s in statements if s.type in _DECLARATIONS and _has_check(s)
-                for name in _declared(s)}
-    units: list[list[str | bool | int]] = []
-    for stmt in statements:
-        call = _call(stmt)
-        counted = call is not None and (_is_assert_call(call) or _callee(call) in checkers)
-        units.append([_text(stmt), counted, stmt.start_point.row + 1])
-    return units
+    return [[_text(s), flag, s.start_point.row + 1]
+            for s, flag in zip(statements, _counted(statements), strict=True)]
 
 
 def _trivial(stmt: Node) -> bool:

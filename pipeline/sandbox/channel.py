@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections import deque
 
-from pipeline.sandbox.runner import FrameDecoder, encode_frame
+from pipeline.sandbox.runner.protocol import FrameDecoder, encode_frame
 
 #: Seconds a fresh runner may take to say it is ready (container start, pytest import).
 READY_TIMEOUT_S = 60.0

@@ -2,9 +2,11 @@
 
 A container is created with no network, a read-only root, a small tmpfs /tmp, memory
 (swap included), CPU and pid limits, uid 10001, no capabilities, no-new-privileges and an
-environment of our own (nothing from the host's). The runner script is bind-mounted
-read-only; the image holds no project code. We talk to the runner over the container's
-attached stdin/stdout (docker's multiplexed attach stream, one socket to the daemon).
+environment of our own (nothing from the host's). The runner package (the directory
+pipeline/sandbox/runner/) is bind-mounted read-only at /opt/sandbox/runner and started as
+`python3 -I -B /opt/sandbox/runner/__main__.py`; the image holds no project code. We talk
+to the runner over the container's attached stdin/stdout (docker's multiplexed attach
+stream, one socket to the daemon).
 
 Every container carries the labels `org.pipeline.sandbox.owner` (host:pid) and
 `org.pipeline.sandbox.pool`. With stdin_once, a container whose pipeline process died
@@ -27,8 +29,10 @@ from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavaila
 
 log = logging.getLogger(__name__)
 
-RUNNER_HOST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner.py")
-RUNNER_PATH = "/opt/sandbox/runner.py"
+#: The runner package on the host, where the sandbox sees it (read-only), and its start.
+RUNNER_HOST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runner")
+RUNNER_PATH = "/opt/sandbox/runner"
+RUNNER_MAIN = f"{RUNNER_PATH}/__main__.py"
 LABEL = "org.pipeline.sandbox"
 OWNER_LABEL = "org.pipeline.sandbox.owner"
 POOL_LABEL = "org.pipeline.sandbox.pool"
@@ -46,6 +50,12 @@ SANDBOX_ENV = {
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
 }
 _HOST = socket.gethostname()
+
+
+def check_runner() -> None:
+    """SandboxUnavailable if the runner package is not where the sandboxes mount it from."""
+    if not os.path.isfile(os.path.join(RUNNER_HOST_PATH, "__main__.py")):
+        raise SandboxUnavailable(f"sandbox runner missing at {RUNNER_HOST_PATH}")
 
 
 def daemon_url(cfg: SandboxConfig) -> str:
@@ -192,7 +202,7 @@ class DockerChannel(RunnerChannel):
             auto_remove=True)
         try:
             self.id = api.create_container(
-                cfg.image, command=["python3", "-I", "-B", RUNNER_PATH, "--container"],
+                cfg.image, command=["python3", "-I", "-B", RUNNER_MAIN, "--container"],
                 user="10001:10001", stdin_open=True, detach=False, environment=SANDBOX_ENV,
                 labels=labels, working_dir="/tmp", network_disabled=True,
                 host_config=host_config, use_config_proxy=False)["Id"]
@@ -269,8 +279,7 @@ class DockerBackend:
 
     def connect(self) -> None:
         """Ping the daemon, check the image, remove containers of crashed runs."""
-        if not os.path.isfile(RUNNER_HOST_PATH):
-            raise SandboxUnavailable(f"runner script missing at {RUNNER_HOST_PATH}")
+        check_runner()
         self.client = connect(self.cfg)
         check_image(self.cfg, self.client)
         cleanup_stale(self.client)

@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.config import SandboxConfig
 from pipeline.languages import LANGUAGES, get_language
 from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavailable
-from pipeline.sandbox.runner import STARVATION_CAP
+from pipeline.sandbox.runner.limits import STARVATION_CAP
 from pipeline.sandbox.verdict import public_record, sandbox_error_result
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,8 @@ class SandboxPool:
 
     def request(self, sample_id: Any, code: str, tests: str,
                 language: str = "python") -> dict[str, Any]:
-        """Run one sample in `language`; returns the runner's result frame (see runner.py)."""
+        """Run one sample in `language`; returns the runner's result frame (see
+        pipeline/sandbox/runner/protocol.py)."""
         # RLIMIT_NPROC only where the runner has a user namespace of its own (process):
         # in Docker the uid is shared by every container and the pids cgroup limits them.
         req = {"op": "run", "id": sample_id, "code": code, "tests": tests,

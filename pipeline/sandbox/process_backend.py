@@ -1,12 +1,13 @@
 """Process backend (sandbox.backend=process): the runner in a bubblewrap sandbox, no Docker.
 
-Each runner is the same runner.py as in a container, started by `bwrap` as pid 1 of fresh
-pid, network (loopback only), IPC, UTS, mount and user namespaces. Its file system is an
-empty read-only root with read-only binds of /usr (and the /bin, /lib... links), the few
+Each runner is the same runner package as in a container, started by `bwrap` as pid 1 of
+fresh pid, network (loopback only), IPC, UTS, mount and user namespaces. Its file system is
+an empty read-only root with read-only binds of /usr (and the /bin, /lib... links), the few
 /etc files the dynamic loader needs, the pipeline's Python (prefix and virtualenv) and the
-runner script; /tmp and /dev/shm are size-limited tmpfs private to the runner. The
-environment is ours (SANDBOX_ENV), nothing from the host's. The runner forks per sample and
-applies RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE and RLIMIT_CPU to it (see runner.py).
+runner package's directory; /tmp and /dev/shm are size-limited tmpfs private to the
+runner. The environment is ours (SANDBOX_ENV), nothing from the host's. The runner forks
+per sample and applies RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE and RLIMIT_CPU to it (see
+runner/limits.py).
 
 Identity: inside, the code runs as uid 10001 without capabilities, with no_new_privs. When
 the pipeline runs as a normal user, bwrap maps that uid onto the user. When it runs as
@@ -35,7 +36,13 @@ import threading
 
 from pipeline.config import SandboxConfig
 from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavailable
-from pipeline.sandbox.docker_backend import RUNNER_HOST_PATH, RUNNER_PATH, SANDBOX_ENV
+from pipeline.sandbox.docker_backend import (
+    RUNNER_HOST_PATH,
+    RUNNER_MAIN,
+    RUNNER_PATH,
+    SANDBOX_ENV,
+    check_runner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +141,7 @@ def bwrap_args(cfg: SandboxConfig, userns_fd: int | None,
              "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
              "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
     python = sandbox_path(os.path.abspath(sys.executable))
-    runner = [python, "-I", "-B", RUNNER_PATH, "--container"]
+    runner = [python, "-I", "-B", RUNNER_MAIN, "--container"]
     if userns_fd is not None:
         # bwrap keeps the namespace root's capabilities for us; setpriv drops them all.
         # (Changing the uid also clears --die-with-parent: ProcessChannel.kill kills the
@@ -267,8 +274,7 @@ class ProcessBackend:
     def connect(self) -> None:
         """Check bwrap and namespaces with a throw-away sandbox; warn about what is weaker
         than Docker. Raises SandboxUnavailable with the fix."""
-        if not os.path.isfile(RUNNER_HOST_PATH):
-            raise SandboxUnavailable(f"runner script missing at {RUNNER_HOST_PATH}")
+        check_runner()
         if shutil.which("bwrap") is None:
             raise SandboxUnavailable(f"sandbox.backend=process needs bubblewrap (bwrap): "
                                      f"{INSTALL_HINT}")

@@ -1,7 +1,7 @@
 """Host side of the verdict: runner result frames to `Execution`s and reject reasons.
 
-The runner decides the status from evidence (see `runner.decide`); this module only maps
-it onto the record types and builds the result for samples the sandbox could not run.
+The runner decides the status from evidence (see `runner.evidence.decide`); this module
+only maps it onto the record types and builds the result for samples the sandbox could not run.
 """
 
 from __future__ import annotations
