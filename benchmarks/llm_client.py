@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import LLMConfig
+from pipeline.config import LLMConfig, RayConfig
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.record import Sample
@@ -41,6 +41,10 @@ from tests.fake_openai_server import FakeOpenAIServer
 PROMPT = "Write a Python function that parses this snippet and explain it:\n" + "x = 1\n" * 120
 
 
+#: LLM-stage batches of a run are this many times max_in_flight (the config's default).
+WAVES = RayConfig().llm_waves_per_batch
+
+
 class BenchStage(LLMStage):
     """One request per sample; the reply text becomes the response."""
 
@@ -48,7 +52,7 @@ class BenchStage(LLMStage):
     inputs = ("seed",)
     outputs = ("response",)
 
-    def build_messages(self, sample: Sample) -> list[dict[str, Any]] | None:
+    def build_messages(self, sample: Sample) -> list[dict[str, Any]]:
         return [{"role": "system", "content": "You are a careful programmer."},
                 {"role": "user", "content": f"{PROMPT}# {sample.seed}"}]
 
@@ -97,9 +101,8 @@ def run_client(base_url: str, n: int, in_flight: int, threads: int, offset: int,
                start_at: float | None = None, batch_size: int | None = None) -> Result:
     """One client process: warm up with one batch, then time `n` requests."""
     cfg = LLMConfig(max_in_flight=in_flight, timeout_s=60, cache=False)
-    stage = BenchStage(LLMEndpoint(base_url, "fake-model"), cfg, None)
-    if batch_size:
-        stage.batch_size = batch_size
+    stage = BenchStage(LLMEndpoint(base_url, "fake-model"), cfg, None, seed=0)
+    stage.batch_size = batch_size or WAVES * in_flight
     stage.setup()
     bs = stage.batch_size
     _drive(stage, [_samples(offset - in_flight, in_flight)], 1)  # warm-up: open connections
@@ -184,7 +187,7 @@ def main() -> None:
     ap.add_argument("--requests-fast", type=int, default=8192, help="requests at 100 ms")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="samples per stage call (default: the stage's own, "
-                    f"{BenchStage.waves_per_batch} x max_in_flight)")
+                    f"ray.llm_waves_per_batch = {WAVES} x max_in_flight)")
     ap.add_argument("--loop", choices=["default", "asyncio"], default="default",
                     help="asyncio: the stdlib loop even where uvloop is installed")
     ap.add_argument("--only", choices=["server", "slow", "fast"], default=None)
@@ -193,7 +196,7 @@ def main() -> None:
         llm_stage.new_event_loop = asyncio.new_event_loop  # type: ignore[assignment]
     print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, "
           f"client processes: {args.procs}, concurrent batches: {args.concurrent_batches}, "
-          f"batch size: {args.batch_size or BenchStage.waves_per_batch * 256 // args.procs}, "
+          f"batch size: {args.batch_size or WAVES * 256 // args.procs}, "
           f"event loop: {_loop_name()}")
     if args.only in (None, "server"):
         print(f"(0) fake server alone (bare aiohttp client, 64 connections): "

@@ -51,7 +51,8 @@ def main() -> int:
         n = reparsed = 0
         t0 = time.process_time()
         for rec in records:
-            for v in apply_ops(Source(rec["code"], rec["tests"], rec["id"]), ops, counts):
+            for v in apply_ops(Source(rec["code"], rec["tests"], rec["id"]), ops, counts,
+                               seed=0):
                 n += 1
                 reparsed += parses(v.code)  # refactors/bugs were checked already; again here
         cpu = time.process_time() - t0

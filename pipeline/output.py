@@ -133,10 +133,15 @@ def dedupe(samples: list[Sample]) -> list[Sample]:
     return out
 
 
+def kept_samples(samples: list[Sample]) -> list[Sample]:
+    """The samples that make the dataset: live ones, each id once, in id order."""
+    return [s for s in sorted(dedupe(samples), key=lambda s: s.id) if not s.rejected]
+
+
 def write_outputs(out_dir: Path, samples: list[Sample], stats: dict[str, Any]) -> dict[str, Any]:
     """Write dataset, rejected and stats.json under `out_dir`; return the stats written."""
     samples = sorted(dedupe(samples), key=lambda s: s.id)
-    kept = [s for s in samples if not s.rejected]
+    kept = kept_samples(samples)
     dropped = [s for s in samples if s.rejected]
     train = _to_dataset([dataset_row(s) for s in kept], DATASET_FEATURES)
     _save(datasets.DatasetDict({"train": train}), out_dir / "dataset")

@@ -1,73 +1,87 @@
-"""`pipeline run`: seeds -> generation -> execution gate -> dataset, on the configured executor."""
+"""`pipeline run`: load the sources, build the stage list, run it, write the outputs.
+
+The stage list is the whole pipeline (see README, "How the pipeline is put together"):
+
+    each strategy's generation stages (Self-Instruct: + its cross-actor novelty step)
+    -> solve (instructions of strategies whose record says `solved`)
+    -> execute (the sandbox gate) -> pass_counts*
+    -> each strategy's post-gate stages (Case2Code: cases, infer, check)
+    -> dedup* (run-wide near-duplicates) -> transform -> variant_gate
+
+(* global steps). Which strategies run, and what each adds, comes from their records
+(`pipeline.stages.strategies.STRATEGIES`); nothing is done to the samples outside the list.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import PipelineConfig, dump_config
-from pipeline.dedup import STAGE as DEDUP_STAGE
-from pipeline.dedup import drop_near_duplicates
-from pipeline.executor import RunResult
-from pipeline.llm.endpoint import LLMEndpoint
-from pipeline.output import write_outputs
+from pipeline.config import PipelineConfig, RayConfig, dump_config, resolved
 from pipeline.stage import Stage, check_chain
+from pipeline.stages.strategy import BuildContext
 
 log = logging.getLogger(__name__)
 
 #: Fields every source sample carries before the first stage.
 SOURCE_FIELDS = {"id", "strategy", "seed", "seed_ref", "language"}
-#: Requests in flight against the embedded llama.cpp server, which serves one at a time.
-EMBEDDED_IN_FLIGHT = 2
 
 
-def build_stages(cfg: PipelineConfig, endpoint: LLMEndpoint, cache_path: str | None) -> list[Stage]:
-    """The stage list for a config: generation strategies, then the execution gate."""
+def build_stages(ctx: BuildContext) -> list[Stage]:
+    """The stage list for a config (the module docstring shows its shape)."""
+    from pipeline.dedup import DedupStep
     from pipeline.stages.execute import ExecuteStage
-    from pipeline.stages.oss_instruct import OssInstructGenerator
+    from pipeline.stages.solve import PassCountStep, SolveStage
+    from pipeline.stages.strategies import dedup_text, enabled
+    from pipeline.stages.transform import TransformStage, VariantGateStage
 
-    gen = cfg.generation
-    stages: list[Stage] = []
-    if "oss_instruct" in gen.strategies:
-        stages.append(OssInstructGenerator(
-            endpoint, cfg.llm, cache_path,
-            samples_per_seed=gen.samples_per_seed, seed=cfg.seed))
-    if "self_instruct" in gen.strategies:
-        from pipeline.seeds.tasks import load_seed_tasks
-        from pipeline.stages.self_instruct import SelfInstructGenerator
-
-        pool = load_seed_tasks(gen.seed_tasks)
-        stages.append(SelfInstructGenerator(endpoint, cfg.llm, cache_path, gen.self_instruct,
-                                            [t.instruction for t in pool], seed=cfg.seed,
-                                            seed_topics=[t.topic for t in pool]))
-    if "evol_instruct" in gen.strategies:
-        from pipeline.stages.evol_instruct import EvolInstructGenerator
-
-        stages.append(EvolInstructGenerator(endpoint, cfg.llm, cache_path, gen.evol,
-                                            seed=cfg.seed))
-    if {"self_instruct", "evol_instruct"} & set(gen.strategies):
-        from pipeline.stages.solve import SolveStage
-
-        stages.append(SolveStage(endpoint, cfg.llm, cache_path,
-                                 n=gen.solutions_per_instruction, seed=cfg.seed))
-    stages.append(ExecuteStage(cfg.sandbox))
-    if "case2code" in gen.strategies:
-        from pipeline.stages.case2code import (
-            Case2CodeCasesStage,
-            Case2CodeCheckStage,
-            Case2CodeInferStage,
-        )
-
-        stages += [Case2CodeCasesStage(cfg.sandbox, gen.case2code),
-                   Case2CodeInferStage(endpoint, cfg.llm, cache_path, seed=cfg.seed),
-                   Case2CodeCheckStage(cfg.sandbox)]
-    if cfg.transform.enabled:
-        from pipeline.stages.transform import TransformStage, VariantGateStage
-
-        stages += [TransformStage(cfg.transform), VariantGateStage(cfg.sandbox, cfg.transform)]
+    cfg = ctx.cfg
+    chosen = enabled(cfg.generation.strategies)
+    solved = frozenset(st.name for st in chosen if st.solved)
+    threshold = cfg.generation.dedup_threshold
+    stages: list[Stage] = [
+        *(stage for st in chosen for stage in st.generate(ctx)),
+        *([SolveStage(ctx.endpoint, cfg.llm, ctx.cache_path, strategies=solved,
+                      n=cfg.generation.solutions_per_instruction, seed=cfg.seed)]
+          if solved else []),
+        ExecuteStage(cfg.sandbox),
+        *([PassCountStep()] if solved else []),
+        *(stage for st in chosen for stage in st.verify(ctx)),
+        *([DedupStep(threshold, dedup_text)] if threshold is not None else []),
+        *([TransformStage(cfg.transform, seed=cfg.seed),
+           VariantGateStage(cfg.sandbox, cfg.transform)] if cfg.transform.enabled else []),
+    ]
+    for stage in stages:
+        stage.batch_size = batch_size(stage, cfg)
     return stages
+
+
+def batch_size(stage: Stage, cfg: PipelineConfig) -> int:
+    """Samples per batch for `stage`, from the `ray` section (both executors use it)."""
+    r: RayConfig = cfg.ray
+    if stage.pool == "llm":
+        return r.llm_waves_per_batch * cfg.llm.max_in_flight
+    return r.sandbox_batch_size if stage.pool == "sandbox" else r.cpu_batch_size
+
+
+def load_sources(ctx: BuildContext) -> tuple[list[Any], set[str]]:
+    """Every enabled strategy's source samples and the fields they provide."""
+    from pipeline.seeds.tasks import load_seed_tasks
+    from pipeline.stages.strategies import enabled
+
+    chosen = enabled(ctx.cfg.generation.strategies)
+    if any(st.uses_seed_tasks for st in chosen):
+        ctx.tasks = load_seed_tasks(ctx.cfg.generation.seed_tasks)
+    sources, provided = [], set(SOURCE_FIELDS)
+    for st in chosen:
+        mine = st.sources(ctx)
+        log.info("%s: %d source samples", st.name, len(mine))
+        sources += mine
+        provided |= st.source_fields
+    return sources, provided
 
 
 def make_executor(cfg: PipelineConfig) -> Any:
@@ -94,73 +108,37 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     Returns the stats written to `out_dir/stats.json`.
     """
     from pipeline.llm.server import start_backend
-    from pipeline.seeds.snippets import load_seeds_with_stats
-    from pipeline.seeds.tasks import SeedTask, load_seed_tasks
-    from pipeline.stages.self_instruct import final_novelty_pass
-    from pipeline.stages.solve import record_pass_counts
-    from pipeline.stages.strategies import (
-        TASK_SOURCE_FIELDS,
-        dedup_text,
-        source_counts,
-        strategy_summary,
-        task_sources,
-    )
+    from pipeline.output import kept_samples, write_outputs
+    from pipeline.stages.strategies import enabled, strategy_summary
 
     t0 = time.perf_counter()
+    cfg = resolved(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_config(cfg))
     preflight(cfg)
-    gen = cfg.generation
-    seeds, seed_stats = (load_seeds_with_stats(cfg.seeds, gen.language)
-                         if "oss_instruct" in gen.strategies else ([], {}))
-    log.info("loaded %d seed snippets", len(seeds))
-    provided = set(SOURCE_FIELDS)
-    tasks: list[SeedTask] = []
-    if set(gen.strategies) - {"oss_instruct"}:
-        tasks = load_seed_tasks(gen.seed_tasks)
-        seeds += task_sources(gen, tasks)
-        provided |= TASK_SOURCE_FIELDS
-        log.info("loaded %d seed tasks", len(tasks))
-    if "self_instruct" in gen.strategies and gen.self_instruct.topics:
-        from pipeline.stages.self_instruct_tasks import load_topics
-
-        load_topics(gen.self_instruct.topics_file)  # a bad file stops the run before the model
-    if cfg.llm.backend == "embedded" and cfg.llm.max_in_flight > EMBEDDED_IN_FLIGHT:
-        # llama.cpp's server answers one request at a time: more in flight only queue
-        # there and time out. Two keep it busy without waste.
-        log.info("embedded backend: %d requests in flight instead of %d",
-                 EMBEDDED_IN_FLIGHT, cfg.llm.max_in_flight)
-        cfg = cfg.model_copy(update={"llm": cfg.llm.model_copy(
-            update={"max_in_flight": EMBEDDED_IN_FLIGHT})})
-    cache_path = None
-    if cfg.llm.cache:
-        cache_path = cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")
+    cache_path = (cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")) \
+        if cfg.llm.cache else None
+    ctx = BuildContext(cfg=cfg, cache_path=cache_path)
+    sources, provided = load_sources(ctx)
     with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
-        stages = build_stages(cfg, endpoint, cache_path)
+        ctx.endpoint = endpoint
+        stages = build_stages(ctx)
         check_chain(stages, provided)
-        result: RunResult = make_executor(cfg).run(stages, seeds)
-    extra: dict[str, Any] = {}
-    if tasks:
-        extra = {"seed_tasks": len(tasks), "sources": source_counts(seeds),
-                 "pass_rates": record_pass_counts(result.samples)}
-        if "self_instruct" in gen.strategies:
-            extra["self_instruct_final_dedup"] = final_novelty_pass(
-                result.samples, [t.instruction for t in tasks],
-                gen.self_instruct.novelty_threshold)
-    if gen.dedup_threshold is not None:
-        result.stage_stats[DEDUP_STAGE] = drop_near_duplicates(
-            result.samples, gen.dedup_threshold, dedup_text)
-    stats = {
-        "seeds": len(seeds),
-        "seed_snippets": seed_stats,
+        result = make_executor(cfg).run(stages, sources)
+    chosen = enabled(cfg.generation.strategies)
+    kept = Counter(s.strategy for s in kept_samples(result.samples))
+    stats: dict[str, Any] = {
+        "seeds": len(sources),
+        "seed_snippets": ctx.stats.get("seed_snippets", {}),
         "model": endpoint.model,
         "backend": cfg.llm.backend,
         "executor": cfg.ray.executor,
+        "stage_order": [s.name for s in stages],
         "stages": result.stage_stats,
         "wall_time_s": round(time.perf_counter() - t0, 1),
-        **extra,
+        "sources": dict(Counter(s.strategy for s in sources)),
+        "by_strategy": strategy_summary(chosen, result.stage_stats, kept),
     }
-    if tasks:
-        stats["by_strategy"] = strategy_summary(gen.strategies, result.stage_stats,
-                                                result.samples)
+    if ctx.tasks:
+        stats["seed_tasks"] = len(ctx.tasks)
     return write_outputs(out_dir, result.samples, stats)

@@ -131,7 +131,7 @@ def test_cases_infer_and_check_in_the_sandbox(server: FakeOpenAIServer) -> None:
     server.handler = lambda body: Reply(text=next(
         v for k, v in replies.items() if f"`{k}`" in body["messages"][0]["content"]))
     cfg = LLMConfig(backend="openai", base_url=server.base_url, max_retries=0, cache=False)
-    infer = Case2CodeInferStage(LLMEndpoint(server.base_url, "fake-model"), cfg)
+    infer = Case2CodeInferStage(LLMEndpoint(server.base_url, "fake-model"), cfg, None, seed=0)
     check = Case2CodeCheckStage(SandboxConfig(timeout_s=10))
     try:
         answered = infer(out)

@@ -131,7 +131,8 @@ def test_rounds_with_lineage_over_http(server: FakeOpenAIServer) -> None:
     server.handler = handler
     cfg = LLMConfig(backend="openai", base_url=server.base_url, max_retries=0, cache=False)
     evol = EvolConfig(rounds=3, operators=["add_constraints", "complexity"])
-    stage = EvolInstructGenerator(LLMEndpoint(server.base_url, "fake-model"), cfg, None, evol)
+    stage = EvolInstructGenerator(LLMEndpoint(server.base_url, "fake-model"), cfg, None, evol,
+                                  seed=0)
     other = Sample(strategy="self_instruct", instruction="keep me")
     try:
         out = stage([*seeds, other])

@@ -26,9 +26,10 @@ class EchoStage(LLMStage):
     inputs = ("seed",)
     outputs = ("response",)
 
-    def build_messages(self, sample: Sample) -> list[dict[str, Any]] | None:
-        if sample.seed == "skip":
-            return None
+    def accepts(self, sample: Sample) -> bool:
+        return sample.seed != "skip"
+
+    def build_messages(self, sample: Sample) -> list[dict[str, Any]]:
         return [{"role": "user", "content": sample.seed}]
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
@@ -76,7 +77,7 @@ def by_seed(out: list[Sample]) -> dict[str, Sample]:
 def test_tokens_model_and_counters(fake_openai: FakeOpenAIServer) -> None:
     fake_openai.handler = lambda req: Reply(f"echo: {req['messages'][-1]['content']}",
                                             prompt_tokens=11, completion_tokens=22)
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "fake-model"), cfg(), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "fake-model"), cfg(), None, seed=0)
     out = run_stage(stage, samples(5) + [Sample(seed="skip")])
     assert len(out) == 6
     done = [s for s in out if s.response]
@@ -87,11 +88,12 @@ def test_tokens_model_and_counters(fake_openai: FakeOpenAIServer) -> None:
     assert by_seed(out)["skip"].response == "" and not by_seed(out)["skip"].tokens
     st = stage.stats()
     assert (st["requests"], st["prompt_tokens"], st["completion_tokens"]) == (5, 55, 110)
-    assert st.get("cache_hits", 0) == 0 and st["out"] == 6
+    assert st.get("cache_hits", 0) == 0 and st["out"] == 5  # "skip" is not its own
+    assert st["received"] == st["in"] == 5
 
 
 def test_picklable_before_and_after_setup(fake_openai: FakeOpenAIServer) -> None:
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(), None, seed=0)
     clone = pickle.loads(pickle.dumps(stage))
     stage.setup()
     try:
@@ -103,8 +105,8 @@ def test_picklable_before_and_after_setup(fake_openai: FakeOpenAIServer) -> None
 
 def test_seed_is_derived_from_sample_id(fake_openai: FakeOpenAIServer) -> None:
     ep = LLMEndpoint(fake_openai.base_url, "m")
-    run_stage(EchoStage(ep, cfg(), None), samples(3))
-    run_stage(EchoStage(ep, cfg(), None), samples(3))
+    run_stage(EchoStage(ep, cfg(), None, seed=0), samples(3))
+    run_stage(EchoStage(ep, cfg(), None, seed=0), samples(3))
     run_stage(EchoStage(ep, cfg(), None, seed=7), samples(3))
     seeds = [r["seed"] for r in fake_openai.requests]
     first, second, other_run_seed = seeds[:3], seeds[3:6], seeds[6:]
@@ -120,7 +122,7 @@ def test_400_rejects_that_sample_only(fake_openai: FakeOpenAIServer) -> None:
         return Reply(f"echo: {req['messages'][-1]['content']}")
 
     fake_openai.handler = handler
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_retries=3), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_retries=3), None, seed=0)
     out = by_seed(run_stage(stage, samples(3)))
     bad = out["s1"]
     assert bad.reject_reason is RejectReason.LLM_BAD_REQUEST and bad.reject_stage == "echo"
@@ -132,7 +134,7 @@ def test_400_rejects_that_sample_only(fake_openai: FakeOpenAIServer) -> None:
 
 def test_500_then_success_and_429_are_retried(fake_openai: FakeOpenAIServer) -> None:
     fake_openai.script.extend([Reply.error(500), Reply.error(429)])
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_retries=2), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_retries=2), None, seed=0)
     out = run_stage(stage, samples(2))
     assert all(s.response.startswith("echo: ") for s in out)
     assert len(fake_openai.requests) == 4 and stage.stats()["retries"] == 2
@@ -146,7 +148,7 @@ def test_hang_garbage_and_parser_crash_become_rejects(fake_openai: FakeOpenAISer
 
     fake_openai.handler = handler
     batch = [Sample(seed=s, id=s) for s in ("hang", "garbage", "empty", "crash", "fine")]
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(timeout_s=0.3), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(timeout_s=0.3), None, seed=0)
     out = by_seed(run_stage(stage, batch))
     assert out["hang"].reject_reason is RejectReason.LLM_UNREACHABLE
     assert "timeout_s=0.3" in out["hang"].reject_detail
@@ -159,7 +161,7 @@ def test_hang_garbage_and_parser_crash_become_rejects(fake_openai: FakeOpenAISer
 
 def test_concurrency_bound_through_the_stage(fake_openai: FakeOpenAIServer) -> None:
     fake_openai.latency_s = 0.05
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_in_flight=8), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_in_flight=8), None, seed=0)
     out = run_stage(stage, samples(40))
     assert all(not s.rejected for s in out)
     assert fake_openai.max_in_flight == 8  # the whole batch is sent concurrently, bounded
@@ -167,7 +169,7 @@ def test_concurrency_bound_through_the_stage(fake_openai: FakeOpenAIServer) -> N
 
 def test_batches_from_several_threads_share_the_bound(fake_openai: FakeOpenAIServer) -> None:
     fake_openai.latency_s = 0.05
-    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_in_flight=6), None)
+    stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"), cfg(max_in_flight=6), None, seed=0)
     stage.setup()
     try:
         with ThreadPoolExecutor(3) as pool:
@@ -184,7 +186,7 @@ def test_server_death_aborts_then_resume_pays_only_the_rest(tmp_path: Path) -> N
     batch = samples(40)
     with FakeOpenAIServer(latency_s=0.01) as first:
         first.die_after = 10
-        stage = EchoStage(LLMEndpoint(first.base_url, "m"), conf, cache)
+        stage = EchoStage(LLMEndpoint(first.base_url, "m"), conf, cache, seed=0)
         with pytest.raises(FatalStageError) as exc:
             run_stage(stage, [Sample.from_dict(s.to_dict()) for s in batch])
         served = first.served
@@ -194,7 +196,7 @@ def test_server_death_aborts_then_resume_pays_only_the_rest(tmp_path: Path) -> N
     assert served >= 10
 
     with FakeOpenAIServer() as second:
-        stage = EchoStage(LLMEndpoint(second.base_url, "m"), conf, cache)
+        stage = EchoStage(LLMEndpoint(second.base_url, "m"), conf, cache, seed=0)
         out = run_stage(stage, batch)
         assert all(s.response.startswith("echo: ") for s in out)
         assert len(second.requests) == 40 - served
@@ -210,7 +212,7 @@ def test_breaker_needs_consecutive_failures(fake_openai: FakeOpenAIServer) -> No
                                        else Reply("ok"))
     stage = EchoStage(LLMEndpoint(fake_openai.base_url, "m"),
                       cfg(timeout_s=0.2, max_retries=0, max_in_flight=1,
-                          abort_after_failures=2), None)
+                          abort_after_failures=2), None, seed=0)
     out = run_stage(stage, samples(6))
     assert sum(s.reject_reason is RejectReason.LLM_UNREACHABLE for s in out) == 3
 
@@ -220,7 +222,7 @@ def test_wrong_model_name_stops_the_run_instead_of_rejecting_everything(
         fake_openai: FakeOpenAIServer) -> None:
     fake_openai.handler = lambda _req: Reply.error(404, "model 'nope' does not exist")
     stage = EchoStage(LLMEndpoint(fake_openai.base_url, "nope"),
-                      cfg(abort_after_failures=3, max_retries=0, max_in_flight=1), None)
+                      cfg(abort_after_failures=3, max_retries=0, max_in_flight=1), None, seed=0)
     with pytest.raises(FatalStageError, match=r"refused 3 requests in a row with HTTP 404"):
         run_stage(stage, samples(6))
     assert len(fake_openai.requests) < 6  # stopped early (one more may already be out)

@@ -152,7 +152,7 @@ def test_indexed_decisions_equal_brute_force(threshold: float) -> None:
 
 
 def test_empty_and_unknown_words() -> None:
-    index = NoveltyIndex()
+    index = NoveltyIndex(0.7)
     assert index.max_similarity("anything") == (0.0, None)
     assert index.add("") == 0
     assert index.add_if_novel("!!!") is True  # no tokens: similar to nothing

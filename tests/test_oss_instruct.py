@@ -50,6 +50,8 @@ def _stage(base_url: str = "http://127.0.0.1:9/v1", **kw: object) -> OssInstruct
     backend = kw.pop("backend", "openai")
     cfg = LLMConfig(backend=backend, base_url=base_url, response_format=fmt, max_retries=0,
                     cache=False)
+    kw.setdefault("samples_per_seed", 1)
+    kw.setdefault("seed", 0)
     return OssInstructGenerator(LLMEndpoint(base_url, "fake-model"), cfg, None, **kw)
 
 
@@ -63,7 +65,7 @@ def test_build_messages_renders_the_seed() -> None:
     assert msg["role"] == "user"
     assert SEED in msg["content"] and "### Tests" in msg["content"]
     assert "{{" not in msg["content"]
-    assert stage.build_messages(_seed(text="  ")) is None
+    assert stage.accepts(_seed()) and not stage.accepts(_seed(text="  "))
     [json_msg] = _stage(response_format="json_schema").build_messages(_seed())
     assert SEED in json_msg["content"] and '"tests"' in json_msg["content"]
 
@@ -202,7 +204,8 @@ def test_embedded_model_accepts_the_requests(tmp_path: Path) -> None:
     with start_backend(cfg, tmp_path) as endpoint:
         for fmt in ("markdown", "json_schema"):
             stage_cfg = cfg.model_copy(update={"response_format": fmt})
-            out = _run(OssInstructGenerator(endpoint, stage_cfg, None), [_seed()])
+            stage = OssInstructGenerator(endpoint, stage_cfg, None, samples_per_seed=1, seed=0)
+            out = _run(stage, [_seed()])
             assert len(out) == 1
             [s] = out
             assert not s.rejected or s.reject_reason in parse_reasons, s.reject_detail

@@ -12,12 +12,11 @@ import pytest
 from pipeline.config import LLMConfig, SelfInstructConfig
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.novelty import NoveltyIndex
-from pipeline.record import RejectReason, Sample
+from pipeline.record import Sample
 from pipeline.seeds.tasks import load_seed_tasks, task_samples
 from pipeline.stages.self_instruct import (
     SelfInstructGenerator,
     filter_reason,
-    final_novelty_pass,
     load_topics,
     parse_task_list,
     parse_tasks,
@@ -151,7 +150,9 @@ def test_rounds_filter_and_grow_the_pool_over_http(server: FakeOpenAIServer) -> 
     assert all(not s.code and s.id for s in kept)
     assert passing in out and not any(s in out for s in slots)  # seeds are consumed
     reasons = sorted(s.reject_reason.value for s in out if s.rejected)
-    assert reasons == ["duplicate", "duplicate", "filtered", "filtered", "filtered"]
+    # three failed the length or keyword filters, one came after the target was reached
+    assert reasons == ["duplicate", "duplicate", "filtered", "filtered", "filtered", "filtered"]
+    assert sum("over target" in s.reject_detail for s in out if s.rejected) == 1
     assert stage.counters["generated"] == 10 and stage.counters["parsed"] == 6
     assert stage.counters["novel"] == 4 and stage.counters["over_target"] == 1
     # round 2's prompts show one task accepted in round 1 next to the seeds
@@ -163,29 +164,16 @@ def test_rounds_filter_and_grow_the_pool_over_http(server: FakeOpenAIServer) -> 
     assert len(stage.index) == len(SEED_TEXTS) + 4
 
 
-def test_final_novelty_pass_merges_actor_pools() -> None:
-    a = Sample(strategy="self_instruct", parent_id="p1", round=1, instruction=NEW[0])
-    b = Sample(strategy="self_instruct", parent_id="p2", round=1,
-               instruction=NEW[0].replace("returning", "that gives"))
-    c = Sample(strategy="self_instruct", parent_id="p1", round=1, instruction=NEW[0],
-               code="candidate 2")
-    d = Sample(strategy="self_instruct", parent_id="p3", round=1, instruction=SEED_TEXTS[1])
-    for s in (a, b, c, d):
-        s.assign_id()
-    assert final_novelty_pass([a, b, c, d], SEED_TEXTS, 0.7) == 2
-    assert d.reject_reason is RejectReason.DUPLICATE
-    assert not c.rejected  # a second candidate of the same instruction is not a duplicate
-    assert sum(s.rejected for s in (a, b)) == 1
-
-
 def test_seed_task_loader_and_sources(tmp_path: Path) -> None:
-    from pipeline.config import GenerationConfig
-    from pipeline.stages.strategies import task_sources
+    from pipeline.config import parse_config
+    from pipeline.run import load_sources
+    from pipeline.stages.strategy import BuildContext
 
     assert len(TASKS) >= 60 and all(t.instruction and t.solution and t.tests for t in TASKS)
-    gen = GenerationConfig(strategies=["self_instruct", "case2code"],
-                           self_instruct={"num_seeds": 3})
-    sources = task_sources(gen, TASKS)
+    cfg = parse_config({"generation": {"strategies": ["self_instruct", "case2code"],
+                                       "self_instruct": {"num_seeds": 3}}})
+    sources, provided = load_sources(BuildContext(cfg=cfg))
+    assert {"instruction", "code", "tests", "round"} <= provided
     assert [s.strategy for s in sources].count("self_instruct") == 3
     assert [s.strategy for s in sources].count("case2code") == len(TASKS)
     s = sources[0]
@@ -315,7 +303,8 @@ def test_dialogue_prompt_shows_examples_as_earlier_turns(server: FakeOpenAIServe
 def test_dialogue_in_json_mode_answers_examples_in_json() -> None:
     cfg = LLMConfig(backend="embedded", response_format="json_schema")
     stage = SelfInstructGenerator(LLMEndpoint("http://127.0.0.1:9/v1", "m"), cfg, None,
-                                  SelfInstructConfig(examples_per_request=2), SEED_TEXTS)
+                                  SelfInstructConfig(examples_per_request=2), SEED_TEXTS,
+                                  seed=0)
     messages = stage.dialogue(SEED_TEXTS[:2], "prime numbers")
     assert json.loads(messages[2]["content"]) == {"tasks": [SEED_TEXTS[0]]}
     assert '"tasks"' in messages[0]["content"]

@@ -53,7 +53,8 @@ def server() -> Iterator[FakeOpenAIServer]:
 def _stage(base_url: str, n: int = 1, fmt: str = "markdown") -> SolveStage:
     cfg = LLMConfig(backend="openai", base_url=base_url, max_retries=0, cache=False,
                     response_format=fmt)
-    return SolveStage(LLMEndpoint(base_url, "fake-model"), cfg, None, n=n, seed=1)
+    return SolveStage(LLMEndpoint(base_url, "fake-model"), cfg, None,
+                      strategies=frozenset({"self_instruct", "evol_instruct"}), n=n, seed=1)
 
 
 def _instruction(text: str, strategy: str = "evol_instruct") -> Sample:

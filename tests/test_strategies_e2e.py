@@ -117,8 +117,20 @@ def _all_four(tmp_path: Path, executor: str) -> None:
     assert by["case2code"]["generated"] == by["case2code"]["parsed"] >= 2
     assert by["case2code"]["verified"] == by["case2code"]["generated"]
     assert on_disk["kept_by_strategy"]["self_instruct"] == 2
-    assert on_disk["pass_rates"]["self_instruct"]["mean_pass_rate"] == 1.0
-    assert on_disk["self_instruct_final_dedup"] == 0
+    stages = on_disk["stages"]
+    assert stages["pass_counts"]["pass_rates"]["self_instruct"]["mean_pass_rate"] == 1.0
+    assert "dropped_duplicate" not in stages["self_instruct_novelty"]  # one actor, one pool
+    for name, c in stages.items():  # every stage's counters add up
+        drops = sum(v for k, v in c.items() if k.startswith("dropped_"))
+        assert c["in"] == c["out"] + drops, name
+        assert c["in"] == c["received"] - c["consumed"] + c["created"], name
+    # each stage counts only its own samples: the gate saw oss + solve candidates + seeds
+    assert stages["solve"]["received"] == by["self_instruct"]["novel"] + stages[
+        "evol_instruct"]["out"]
+    assert stages["oss_instruct"]["received"] == 1
+    assert on_disk["stage_order"] == [
+        "oss_instruct", "self_instruct", "self_instruct_novelty", "evol_instruct", "solve",
+        "execute", "pass_counts", "case2code_cases", "case2code_infer", "case2code_check"]
     assert on_disk["rejected_by_reason"] == {"self_instruct/duplicate": 1}
     assert stats["sources"] == {"oss_instruct": 1, "self_instruct": 1, "evol_instruct": 2,
                                 "case2code": 1}

@@ -38,9 +38,9 @@ def test_embedded_server_takes_every_strategy_request(tmp_path: Path) -> None:
                 SelfInstructGenerator(endpoint, stage_cfg, None,
                                       SelfInstructConfig(rounds=1, num_seeds=1),
                                       [t.instruction for t in TASKS],
-                                      seed_topics=[t.topic for t in TASKS]),
+                                      seed=0, seed_topics=[t.topic for t in TASKS]),
                 EvolInstructGenerator(endpoint, stage_cfg, None,
-                                      EvolConfig(rounds=1, operators=["breadth"])),
+                                      EvolConfig(rounds=1, operators=["breadth"]), seed=0),
             ]
             for stage, strategy in zip(stages, ("self_instruct", "evol_instruct"),
                                        strict=True):

@@ -13,6 +13,7 @@ from pipeline.config import SandboxConfig, TransformConfig
 from pipeline.record import ExecStatus, Execution, Sample
 from pipeline.stages.transform import TransformStage, VariantGateStage
 from pipeline.transform import cli
+from pipeline.transform.verify import parses
 
 CODE = ("def first_repeated(s):\n"
         "    \"\"\"Return the first character that occurs twice, or None.\"\"\"\n"
@@ -37,7 +38,7 @@ def _parent() -> Sample:
 
 def _transform(n: int = 6) -> list[Sample]:
     cfg = TransformConfig(variants_per_sample=n)
-    return TransformStage(cfg)([_parent()])
+    return TransformStage(cfg, seed=0)([_parent()])
 
 
 def test_transform_stage_emits_parent_and_variants() -> None:
@@ -56,7 +57,7 @@ def test_transform_stage_emits_parent_and_variants() -> None:
 
 
 def test_transform_stage_skips_unverified_and_variants() -> None:
-    stage = TransformStage(TransformConfig())
+    stage = TransformStage(TransformConfig(), seed=0)
     s = _parent()
     s.execution = None
     assert stage([s]) == [s]
@@ -78,24 +79,55 @@ def test_cli_list_and_bad_operator(capsys: pytest.CaptureFixture[str], tmp_path:
     assert "unknown transform operator(s) ['nope']" in capsys.readouterr().err
 
 
-def test_cli_no_sandbox(tmp_path: Path) -> None:
+def _cli(tmp_path: Path, *extra: str, config: str | None = None) -> tuple[int, list[dict]]:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text(json.dumps({"id": "a", "code": CODE, "tests": TESTS}) + "\n")
+    if config is not None:
+        (tmp_path / "cfg.yaml").write_text(config)
+        extra = (*extra, "--config", str(tmp_path / "cfg.yaml"))
     p = argparse.ArgumentParser()
     cli.add_parser(p.add_subparsers())
-    args = p.parse_args(["transform", "--input", str(inp), "--output", str(out),
-                         "--all-ops", "--no-sandbox"])
-    assert args.func(args) == 0
-    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    args = p.parse_args(["transform", "--input", str(inp), "--output", str(out), *extra])
+    rc = args.func(args)
+    return rc, [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_cli_no_sandbox(tmp_path: Path) -> None:
+    rc, recs = _cli(tmp_path, "--all-ops", "--no-sandbox")
+    assert rc == 0
     assert len(recs) >= 20
     assert all(r["parent_id"] == "a" and r["status"] == "not_run" for r in recs)
     assert {"id", "parent_id", "kind", "op", "code", "tests", "verdict"} <= set(recs[0])
 
 
+def test_cli_records_carry_the_edit_and_follow_the_seed(tmp_path: Path) -> None:
+    rc, recs = _cli(tmp_path, "--no-sandbox", "--variants", "6")
+    assert rc == 0 and len(recs) == 6
+    for r in recs:  # the operator's own record of its rewrite, replayed exactly
+        assert r["edit"]["op"] == r["op"] and r["edit"]["lines"]["new_text"] in r["code"]
+        assert r["parses"] is (parses(r["code"]) if r["kind"] == "augment" else True)
+        assert r["id"] == Sample(parent_id="a", kind=r["kind"], op=r["op"], code=r["code"],
+                                 tests=r["tests"]).assign_id()
+    aug = [r for r in recs if r["kind"] == "augment"]
+    assert aug and all("replacements" in r["edit"] for r in aug)
+    rc, again = _cli(tmp_path, "--no-sandbox", "--variants", "6")
+    assert again == recs
+    rc, other = _cli(tmp_path, "--no-sandbox", "--variants", "6", config="seed: 7\n")
+    assert rc == 0 and [(r["op"], r["code"]) for r in other] != \
+        [(r["op"], r["code"]) for r in recs]
+
+
+def test_cli_sandbox_unavailable_exits_1(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rc, recs = _cli(tmp_path, config="sandbox:\n  docker_host: unix:///nonexistent.sock\n")
+    assert rc == 1 and recs == []
+    assert "Docker daemon not reachable at unix:///nonexistent.sock" in capsys.readouterr().err
+
+
 @pytest.mark.docker
 def test_gate_keeps_passing_refactors_and_failing_bugs() -> None:
     variants = _transform(10)
-    gate = VariantGateStage(SandboxConfig(workers=2))
+    gate = VariantGateStage(SandboxConfig(workers=2), TransformConfig())
     gate.setup()
     try:
         out = gate(variants)

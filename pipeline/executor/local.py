@@ -6,11 +6,12 @@ import time
 
 from pipeline.executor import RunResult, merge_counters
 from pipeline.record import Sample
-from pipeline.stage import Stage
+from pipeline.stage import GlobalStep, Stage, stage_stats
 
 
 class LocalExecutor:
-    """Runs each stage over all samples in batches of `stage.batch_size`."""
+    """Runs each stage over all samples in batches of `stage.batch_size`; a global step
+    gets all samples in one call."""
 
     def run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
         samples = list(source)
@@ -19,13 +20,16 @@ class LocalExecutor:
             t0 = time.perf_counter()
             stage.setup()
             try:
-                out: list[Sample] = []
-                for i in range(0, len(samples), stage.batch_size):
-                    out.extend(stage(samples[i:i + stage.batch_size]))
+                if isinstance(stage, GlobalStep):
+                    out = stage(samples)
+                else:
+                    out = []
+                    for i in range(0, len(samples), stage.batch_size):
+                        out.extend(stage(samples[i:i + stage.batch_size]))
             finally:
                 stage.teardown()
             samples = out
             st = stats.setdefault(stage.name, {})
-            merge_counters(st, dict(stage.counters))
+            merge_counters(st, stage_stats(stage))
             st["seconds"] = round(time.perf_counter() - t0, 3)
         return RunResult(samples=samples, stage_stats=stats)

@@ -5,18 +5,20 @@ fences carry its code in a reply and which one the dataset's responses use; the
 tree-sitter grammar and the node types that seed snippets are cut from; the source file
 suffixes a seed directory is searched for; the checks that turn a reply's solution and
 tests into runnable code (`check`); how the sandbox is handed the tests (`sandbox_tests`;
-the runner then runs them by the spec's `name`, see pipeline/sandbox/runner.py); the
-OSS-Instruct prompt templates; and the generation strategies it supports.
+the runner then runs them by the spec's `name`, see pipeline/sandbox/runner/); and the
+OSS-Instruct prompt templates. Which strategies generate in a language is each
+strategy's record's `languages` (`pipeline.stages.strategy.Strategy`).
 
 Adding a language is one spec here, its checks (a module like `javascript.py`), its
-prompt templates under `prompts/<name>/`, and its branch in the sandbox runner.
+prompt templates under `prompts/<name>/`, its branch in the sandbox runner, and its name in
+the `languages` of the strategies that support it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -67,8 +69,6 @@ class LanguageSpec:
     sandbox_tests: Callable[[str], Any]
     #: OSS-Instruct templates under prompts/, by `llm.response_format`.
     oss_instruct_templates: Mapping[str, str]
-    #: Generation strategies that can produce samples in this language.
-    strategies: frozenset[str] = field(default_factory=frozenset)
 
 
 def _as_is(tests: str) -> str:
@@ -100,7 +100,6 @@ PYTHON = LanguageSpec(
     sandbox_tests=_as_is,
     oss_instruct_templates=MappingProxyType({"markdown": "oss_instruct.jinja2",
                                              "json_schema": "oss_instruct_json.jinja2"}),
-    strategies=frozenset({"oss_instruct", "self_instruct", "evol_instruct", "case2code"}),
 )
 
 JAVASCRIPT = LanguageSpec(
@@ -123,7 +122,6 @@ JAVASCRIPT = LanguageSpec(
     oss_instruct_templates=MappingProxyType({
         "markdown": "javascript/oss_instruct.jinja2",
         "json_schema": "javascript/oss_instruct_json.jinja2"}),
-    strategies=frozenset({"oss_instruct"}),
 )
 
 #: Every supported language by name; `generation.language` takes these names.

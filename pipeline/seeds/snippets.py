@@ -219,7 +219,7 @@ def pick_snippets(files: Iterator[SourceFile], cfg: SeedsConfig,
     lazily and reading stops once enough are chosen. `stats` gets the counters of
     `STAT_KEYS` for the files read.
     """
-    rng = random.Random(cfg.shuffle_seed)
+    rng = random.Random(cfg.order_seed)
     stats = Counter() if stats is None else stats
     picker = _SnippetPicker(cfg.dedup_threshold, stats, language)
     leftovers: list[tuple[str, list[Snippet]]] = []

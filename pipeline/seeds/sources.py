@@ -52,18 +52,18 @@ class SourceFile:
 
 
 def iter_source_files(cfg: SeedsConfig, language: str = "python") -> Iterator[SourceFile]:
-    """Yield the source files of `cfg.source` in an order fixed by `cfg.shuffle_seed`
+    """Yield the source files of `cfg.source` in an order fixed by `cfg.order_seed`
     (directory and git sources: the files with the suffixes of `language`)."""
     suffixes = get_language(language).suffixes
     if cfg.source == "stdlib":
         yield from _iter_tree(Path(sysconfig.get_paths()["stdlib"]), STDLIB_SKIP,
-                              cfg.shuffle_seed, suffixes)
+                              cfg.order_seed, suffixes)
     elif cfg.source == "directory":
         root = Path(cfg.path or "")
         if not root.is_dir():
             raise FileNotFoundError(f"seeds.path {root} is not a directory; point it at a "
                                     "folder of .py files or use seeds.source: stdlib")
-        yield from _iter_tree(root, DIRECTORY_SKIP, cfg.shuffle_seed, suffixes)
+        yield from _iter_tree(root, DIRECTORY_SKIP, cfg.order_seed, suffixes)
     elif cfg.source == "git":
         yield from _iter_git(cfg, suffixes)
     else:
@@ -198,7 +198,7 @@ def _iter_git(cfg: SeedsConfig, suffixes: tuple[str, ...] = (".py",)) -> Iterato
     repo, commit = _fetch_url(path, cfg.ref) if is_git_url(path) else \
         _resolve_local(path, cfg.ref)
     files = _git_paths(repo, commit, suffixes)
-    random.Random(cfg.shuffle_seed).shuffle(files)
+    random.Random(cfg.order_seed).shuffle(files)
     with subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo, stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
         assert proc.stdin is not None and proc.stdout is not None
@@ -255,7 +255,7 @@ def _iter_dataset(cfg: SeedsConfig) -> Iterator[SourceFile]:
         raise KeyError(f"seeds.column {cfg.column!r} not in dataset {cfg.path}; "
                        f"columns: {ds.column_names}")
     order = list(range(len(ds)))
-    random.Random(cfg.shuffle_seed).shuffle(order)
+    random.Random(cfg.order_seed).shuffle(order)
     for i in order:
         text = ds[i][cfg.column]
         if isinstance(text, str) and len(text) <= MAX_FILE_BYTES:

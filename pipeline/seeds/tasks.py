@@ -54,6 +54,10 @@ def load_seed_tasks(path: str | Path | None = None) -> list[SeedTask]:
     return tasks
 
 
+#: Fields that seed-task source samples carry besides `pipeline.run.SOURCE_FIELDS`.
+TASK_SOURCE_FIELDS = frozenset({"instruction", "code", "tests", "round"})
+
+
 def task_samples(tasks: list[SeedTask], strategy: str, limit: int | None = None) -> list[Sample]:
     """Round-0 source samples of `strategy` for the first `limit` tasks (all if None)."""
     out = []

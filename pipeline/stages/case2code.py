@@ -25,16 +25,17 @@ import random
 from typing import ClassVar
 
 from pipeline.codecheck import top_level_names
-from pipeline.config import Case2CodeConfig, LLMConfig, SandboxConfig
+from pipeline.config import Case2CodeConfig, SandboxConfig
 from pipeline.llm.client import ChatReply
-from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.parse import ParseFailure, parse_markdown_reply
 from pipeline.prompts import render
 from pipeline.record import ExecStatus, RejectReason, Sample, content_hash
-from pipeline.stage import FatalStageError
+from pipeline.seeds.tasks import TASK_SOURCE_FIELDS, task_samples
+from pipeline.stage import FatalStageError, Stage
 from pipeline.stages.execute import ExecuteStage
 from pipeline.stages.llm_stage import LLMStage
 from pipeline.stages.oss_instruct import REPLY_EXCERPT_CHARS, build_response
+from pipeline.stages.strategy import BuildContext, Strategy
 
 STRATEGY = "case2code"
 TEMPLATE = "case2code.jinja2"
@@ -130,17 +131,20 @@ class Case2CodeCasesStage(ExecuteStage):
         self.c2c = c2c
         self._made: set[str] = set()  # ids of the tasks this worker emitted
 
+    def accepts(self, sample: Sample) -> bool:
+        """Passed original samples: every strategy's (they go on) and the round-0
+        Case2Code seed tasks (consumed); not Case2Code tasks themselves, nor variants."""
+        if sample.kind is not None or sample.execution is None \
+                or sample.execution.status is not ExecStatus.PASSED:
+            return False
+        return sample.strategy != STRATEGY or sample.round == 0
+
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
         jobs: list[tuple[Sample, str, list[str]]] = []
         out: list[Sample] = []
         for s in samples:
-            source = s.strategy == STRATEGY and s.round == 0
-            if not source:
+            if not (s.strategy == STRATEGY and s.round == 0):
                 out.append(s)
-            if s.kind is not None or s.execution is None \
-                    or s.execution.status is not ExecStatus.PASSED \
-                    or (s.strategy == STRATEGY and not source):
-                continue
             name, calls = literal_calls(s.code, s.tests, self.c2c.max_value_chars)
             if len(calls) < self.c2c.min_shown + 1:
                 self.counters["no_cases"] += 1
@@ -192,13 +196,11 @@ class Case2CodeInferStage(LLMStage):
     inputs = ("instruction", "tests")
     outputs = ("response", "code")
 
-    def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None = None,
-                 *, seed: int = 0) -> None:
-        super().__init__(endpoint, cfg, cache_path, seed=seed)
+    def accepts(self, sample: Sample) -> bool:
+        """Case2Code tasks without an answer yet."""
+        return sample.strategy == STRATEGY and not sample.code and bool(sample.tests)
 
-    def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        if sample.strategy != STRATEGY or sample.code or not sample.tests:
-            return None
+    def build_messages(self, sample: Sample) -> list[dict[str, str]]:
         return [{"role": "user", "content": sample.instruction}]
 
     def parse_reply(self, sample: Sample, reply: ChatReply) -> list[Sample]:
@@ -250,9 +252,30 @@ class Case2CodeCheckStage(ExecuteStage):
 
     name: ClassVar[str] = "case2code_check"
 
-    def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        todo = [s for s in samples if s.strategy == STRATEGY and s.execution is None]
-        if todo:
-            super().process_batch(todo)
-        return samples
+    def accepts(self, sample: Sample) -> bool:
+        """Answered Case2Code tasks not run yet."""
+        return sample.strategy == STRATEGY and sample.execution is None
+
+
+def _sources(ctx: BuildContext) -> list[Sample]:
+    return task_samples(ctx.tasks, STRATEGY, ctx.cfg.generation.case2code.num_seeds)
+
+
+def _stages(ctx: BuildContext) -> list[Stage]:
+    cfg = ctx.cfg
+    return [Case2CodeCasesStage(cfg.sandbox, cfg.generation.case2code),
+            Case2CodeInferStage(ctx.endpoint, cfg.llm, ctx.cache_path, seed=cfg.seed),
+            Case2CodeCheckStage(cfg.sandbox)]
+
+
+def dedup_text(sample: Sample) -> str:
+    """Only the example calls and values: Case2Code's prompt text is the same for every
+    task and made any two look alike (measured: 6 of 7 verified tasks of a real run
+    dropped, e.g. `collapse_whitespace` as a repeat of `caesar_shift`)."""
+    return case_examples_text(sample.instruction, case_function(sample.tests))
+
+
+RECORD = Strategy(name=STRATEGY, sources=_sources, generate=lambda ctx: [], verify=_stages,
+                  source_fields=TASK_SOURCE_FIELDS, uses_seed_tasks=True,
+                  counted_by="case2code_infer", dedup_text=dedup_text)
 

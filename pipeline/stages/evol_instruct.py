@@ -36,8 +36,10 @@ from pipeline.novelty import rouge_l, rouge_tokenize
 from pipeline.parse import first_json_object
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
+from pipeline.seeds.tasks import TASK_SOURCE_FIELDS, task_samples
 from pipeline.stages.llm_stage import LLMStage
 from pipeline.stages.oss_instruct import REPLY_EXCERPT_CHARS
+from pipeline.stages.strategy import BuildContext, Strategy
 
 STRATEGY = "evol_instruct"
 _MARKER = re.compile(r"(?:new|rewritten|evolved)\s+(?:programming\s+)?(?:test\s+)?"
@@ -170,15 +172,19 @@ class EvolInstructGenerator(LLMStage):
     outputs = ("instruction", "op")
 
     def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
-                 evol: EvolConfig, *, seed: int = 0) -> None:
+                 evol: EvolConfig, *, seed: int) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         self.evol = evol
         self.json_mode = cfg.response_format == "json_schema"
 
+    def accepts(self, sample: Sample) -> bool:
+        """Its round-0 seed-task samples."""
+        return sample.strategy == STRATEGY and sample.round == 0
+
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        """Run the rounds for the batch's seeds; other samples pass through."""
-        current = [s for s in samples if s.strategy == STRATEGY and s.round == 0]
-        out = [s for s in samples if not (s.strategy == STRATEGY and s.round == 0)]
+        """Run the rounds for the batch's seeds (consumed: they are not returned)."""
+        current = samples
+        out: list[Sample] = []
         for rnd in range(1, self.evol.rounds + 1):
             if not current:
                 break
@@ -195,9 +201,7 @@ class EvolInstructGenerator(LLMStage):
             current = [s for s in results if not s.rejected]
         return out
 
-    def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        if sample.strategy != STRATEGY or not sample.op:
-            return None
+    def build_messages(self, sample: Sample) -> list[dict[str, str]]:
         content = render_prompt(sample.instruction, sample.op.removeprefix("evol:"),
                                 self.json_mode)
         return [{"role": "user", "content": content}]
@@ -229,3 +233,17 @@ class EvolInstructGenerator(LLMStage):
             return [child.reject(self.name, RejectReason.FILTERED, f"evolution failed: {why}")]
         self.counters["novel"] += 1
         return [child]
+
+
+def _sources(ctx: BuildContext) -> list[Sample]:
+    return task_samples(ctx.tasks, STRATEGY, ctx.cfg.generation.evol.num_seeds)
+
+
+def _stages(ctx: BuildContext) -> list[LLMStage]:
+    return [EvolInstructGenerator(ctx.endpoint, ctx.cfg.llm, ctx.cache_path,
+                                  ctx.cfg.generation.evol, seed=ctx.cfg.seed)]
+
+
+RECORD = Strategy(name=STRATEGY, sources=_sources, generate=_stages,
+                  source_fields=TASK_SOURCE_FIELDS, uses_seed_tasks=True, solved=True,
+                  counted_by=STRATEGY)

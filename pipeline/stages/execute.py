@@ -28,7 +28,6 @@ class ExecuteStage(Stage):
     name: ClassVar[str] = "execute"
     inputs: ClassVar[tuple[str, ...]] = ("code", "tests", "language")
     outputs: ClassVar[tuple[str, ...]] = ("execution",)
-    batch_size: ClassVar[int] = 64
     pool: ClassVar[str] = "sandbox"
     num_cpus: ClassVar[float] = 0.25
 
@@ -43,6 +42,10 @@ class ExecuteStage(Stage):
         state = dict(self.__dict__)
         state["_pool"] = None
         return state
+
+    def accepts(self, sample: Sample) -> bool:
+        """Samples whose code has not been run yet."""
+        return sample.execution is None
 
     def setup(self) -> None:
         """Start the pool. An unavailable sandbox is remembered, not raised: the first

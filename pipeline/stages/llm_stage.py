@@ -7,15 +7,22 @@ INTERFACE:
         inputs = ("seed",)
         outputs = ("instruction", "response", "code", "tests")
 
-        def build_messages(self, sample) -> list[dict] | None:
-            # chat messages for this sample, or None to pass it through untouched
+        def accepts(self, sample) -> bool:
+            # the live samples this stage asks about; the others pass through uncounted
+        def build_messages(self, sample) -> list[dict]:
+            # chat messages for this sample
         def request_params(self, sample) -> dict:
             # optional extra request params (e.g. response_format); default {}
         def parse_reply(self, sample, reply: ChatReply) -> list[Sample]:
             # turn the reply into zero or more samples; reject with
             # RejectReason.UNPARSEABLE instead of raising
 
-`LLMStage.__init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None)`.
+`LLMStage.__init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
+*, seed: int)`. Its batch size is set by `pipeline.run.build_stages` to
+`ray.llm_waves_per_batch` x `llm.max_in_flight`: a batch is sent concurrently and ends
+with its slowest request, and several waves per batch keep the pipe full meanwhile
+(benchmarks/llm_client.py, 2 s latency: 0.88-0.90 of the ideal rate with one wave per
+batch, 0.90-0.95 with four).
 `process_batch` sends all requests of a batch concurrently (bounded by
 cfg.max_in_flight), records prompt/completion tokens on each sample
 (`sample.tokens["<stage>_prompt"]`, `["<stage>_completion"]`) and `sample.model`, turns a
@@ -101,21 +108,14 @@ class LLMStage(Stage):
     name: ClassVar[str] = "llm"
     #: Which actor pool the Ray executor puts the stage in (cfg.ray.llm_actors actors).
     pool: ClassVar[str] = "llm"
-    #: Samples per batch = this many times cfg.max_in_flight (set per instance). A batch is
-    #: sent concurrently and ends with its slowest request; several waves per batch keep
-    #: the pipe full meanwhile (benchmarks/llm_client.py, 2 s latency: 0.88-0.90 of the
-    #: ideal rate with one wave per batch, 0.90-0.95 with four).
-    waves_per_batch: ClassVar[int] = 4
 
     def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
-                 *, seed: int = 0) -> None:
+                 *, seed: int) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.cfg = cfg
         self.cache_path = cache_path
         self.seed = seed
-        # An LLM stage sizes its batches from its config.
-        self.batch_size = self.waves_per_batch * cfg.max_in_flight
         self._consecutive_unreachable = 0
         self._consecutive_refused = 0
         # Candidate number of each in-flight request sample, by object identity: copies of
@@ -128,8 +128,8 @@ class LLMStage(Stage):
 
     # -- what subclasses implement ---------------------------------------------------
 
-    def build_messages(self, sample: Sample) -> list[dict[str, Any]] | None:
-        """Chat messages for `sample`, or None to pass it through untouched."""
+    def build_messages(self, sample: Sample) -> list[dict[str, Any]]:
+        """Chat messages for `sample` (one this stage accepts)."""
         raise NotImplementedError
 
     def request_params(self, sample: Sample) -> dict[str, Any]:
@@ -241,8 +241,6 @@ class LLMStage(Stage):
     async def _one(self, sample: Sample) -> list[Sample]:
         assert self._client is not None
         messages = self.build_messages(sample)
-        if messages is None:
-            return [sample]
         params = {"seed": self.request_seed(sample, messages), **self.request_params(sample)}
         try:
             reply = await self._client.chat(messages, request_id=sample.id, **params)

@@ -23,6 +23,7 @@ from pipeline.parse import ParseFailure, parse_json_reply, parse_markdown_reply
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
 from pipeline.stages.llm_stage import LLMStage
+from pipeline.stages.strategy import BuildContext, Strategy
 
 STRATEGY = "oss_instruct"
 
@@ -84,8 +85,8 @@ class OssInstructGenerator(LLMStage):
     inputs = ("seed", "language")
     outputs = ("instruction", "response", "code", "tests")
 
-    def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None = None,
-                 *, samples_per_seed: int = 1, seed: int = 0) -> None:
+    def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
+                 *, samples_per_seed: int, seed: int) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         if samples_per_seed < 1:
             raise ValueError("samples_per_seed must be at least 1")
@@ -96,14 +97,17 @@ class OssInstructGenerator(LLMStage):
         """The prompt template for seeds in `language` and the configured reply format."""
         return get_language(language).oss_instruct_templates[self.cfg.response_format]
 
+    def accepts(self, sample: Sample) -> bool:
+        """Seed samples: OSS-Instruct sources with a snippet and no problem yet."""
+        return sample.strategy == STRATEGY and not sample.instruction \
+            and bool(sample.seed.strip())
+
     def candidates(self, sample: Sample) -> int:
         """`samples_per_seed` requests for each seed sample."""
         return self.samples_per_seed
 
-    def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        """One user message: the template rendered with the seed; no seed, no request."""
-        if not sample.seed.strip():
-            return None
+    def build_messages(self, sample: Sample) -> list[dict[str, str]]:
+        """One user message: the template rendered with the seed."""
         return [{"role": "user",
                  "content": render(self.template(sample.language), seed=sample.seed)}]
 
@@ -122,11 +126,13 @@ class OssInstructGenerator(LLMStage):
                        language=language)
         parse = parse_json_reply if self.json_mode else parse_markdown_reply
         result = parse(text, language)
+        self.counters["generated"] += 1
         if isinstance(result, ParseFailure):
             # No content to hash: the reply itself tells rejected siblings apart.
             child.id = content_hash(STRATEGY, sample.id, "rejected", text)
             return [child.reject(self.name, result.reason,
                                  f"{result.detail}; reply: {text[:REPLY_EXCERPT_CHARS]}")]
+        self.counters["parsed"] += 1
         copied = copied_example(self.template(language), result.solution, language)
         if copied is not None:
             child.id = content_hash(STRATEGY, sample.id, "rejected", text)
@@ -138,6 +144,7 @@ class OssInstructGenerator(LLMStage):
         child.tests = result.tests
         child.response = build_response(result.solution, result.explanation, language)
         child.assign_id()
+        self.counters["novel"] += 1
         return [child]
 
 
@@ -148,3 +155,21 @@ def build_response(solution: str, explanation: str = "", language: str = "python
     if explanation and len(explanation) <= MAX_EXPLANATION_CHARS:
         response += f"\n\n{explanation.strip()}"
     return response
+
+
+def _sources(ctx: BuildContext) -> list[Sample]:
+    from pipeline.seeds.snippets import load_seeds_with_stats
+
+    seeds, stats = load_seeds_with_stats(ctx.cfg.seeds, ctx.cfg.generation.language)
+    ctx.stats["seed_snippets"] = stats
+    return seeds
+
+
+def _stages(ctx: BuildContext) -> list[LLMStage]:
+    return [OssInstructGenerator(ctx.endpoint, ctx.cfg.llm, ctx.cache_path,
+                                 samples_per_seed=ctx.cfg.generation.samples_per_seed,
+                                 seed=ctx.cfg.seed)]
+
+
+RECORD = Strategy(name=STRATEGY, sources=_sources, generate=_stages, counted_by=STRATEGY,
+                  languages=frozenset({"python", "javascript"}))

@@ -27,8 +27,9 @@ code (strategy `self_instruct`, parent the seed, `round` = r); `SolveStage` answ
 Rounds stop once `target` tasks were accepted.
 
 The pool lives in the stage instance, so it is exact with one LLM actor; with several,
-each actor has its own pool and `final_novelty_pass` (run by the driver before writing)
-applies the same filter across everything the actors kept.
+each actor has its own pool, and the global step after it
+(`pipeline.dedup.SelfInstructNoveltyStep`) applies the same rule across everything the
+actors accepted, before the solve stage sees any of it.
 
 Counters: `generated` (candidate tasks found in replies), `parsed` (those passing the
 length and keyword filters), `novel` (accepted), `task_requests`, `over_target`.
@@ -42,12 +43,15 @@ import re
 from typing import Any
 
 from pipeline.config import LLMConfig, SelfInstructConfig
+from pipeline.dedup import SelfInstructNoveltyStep
 from pipeline.llm.client import ChatReply
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.llm.structured import schema_response_format
 from pipeline.novelty import NoveltyIndex
 from pipeline.prompts import render
 from pipeline.record import RejectReason, Sample, content_hash
+from pipeline.seeds.tasks import TASK_SOURCE_FIELDS, task_samples
+from pipeline.stage import Stage
 from pipeline.stages.llm_stage import LLMStage
 from pipeline.stages.oss_instruct import REPLY_EXCERPT_CHARS
 from pipeline.stages.self_instruct_tasks import (  # noqa: F401 - public API of the strategy
@@ -59,6 +63,7 @@ from pipeline.stages.self_instruct_tasks import (  # noqa: F401 - public API of 
     parse_tasks,
     tasks_schema,
 )
+from pipeline.stages.strategy import BuildContext, Strategy
 
 STRATEGY = "self_instruct"
 TEMPLATE = "self_instruct.jinja2"
@@ -76,7 +81,7 @@ class SelfInstructGenerator(LLMStage):
     outputs = ("instruction",)
 
     def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
-                 si: SelfInstructConfig, seed_instructions: list[str], *, seed: int = 0,
+                 si: SelfInstructConfig, seed_instructions: list[str], *, seed: int,
                  seed_topics: list[str] | None = None) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         self.si = si
@@ -123,10 +128,14 @@ class SelfInstructGenerator(LLMStage):
             return ""
         return random.Random(content_hash(self.seed, slot_id, rnd, "topic")).choice(self.topics)
 
+    def accepts(self, sample: Sample) -> bool:
+        """Its round-0 seed-task samples (each a slot that sends one request per round)."""
+        return sample.strategy == STRATEGY and sample.round == 0
+
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        """Run the rounds for the batch's seeds; other samples pass through."""
-        slots = [s for s in samples if s.strategy == STRATEGY and s.round == 0]
-        out = [s for s in samples if not (s.strategy == STRATEGY and s.round == 0)]
+        """Run the rounds for the batch's seed slots (consumed: they are not returned)."""
+        slots = samples
+        out: list[Sample] = []
         blocked = keyword_pattern(self.si.blocked_keywords)
         for rnd in range(1, self.si.rounds + 1):
             if not slots or len(self.accepted) >= self.si.target:
@@ -154,7 +163,12 @@ class SelfInstructGenerator(LLMStage):
             if cand.rejected:
                 out.append(cand)
             elif len(self.accepted) >= self.si.target:
+                # Written as rejected, not lost: the reply did propose it.
                 self.counters["over_target"] += 1
+                cand.id = content_hash(cand.id, "rejected", "over_target")
+                out.append(cand.reject(self.name, RejectReason.FILTERED,
+                                       f"over target: {self.si.target} tasks were accepted "
+                                       "before this one (generation.self_instruct.target)"))
             else:
                 out.append(self._judge(cand, blocked))
         return out
@@ -188,11 +202,8 @@ class SelfInstructGenerator(LLMStage):
         n_seeds = len(self.seed_instructions)
         return self.seed_instructions[item] if item < n_seeds else self.accepted[item - n_seeds]
 
-    def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        chosen = self._examples.get(id(sample))
-        if chosen is None:
-            return None
-        examples, topic = chosen
+    def build_messages(self, sample: Sample) -> list[dict[str, str]]:
+        examples, topic = self._examples[id(sample)]
         if self.si.prompt_style == "list":
             return [{"role": "user", "content": render(
                 TEMPLATE, examples=examples, topic=topic, num_tasks=self.si.tasks_per_request,
@@ -240,32 +251,22 @@ class SelfInstructGenerator(LLMStage):
         return out
 
 
-def final_novelty_pass(samples: list[Sample], seed_instructions: list[str],
-                       threshold: float) -> int:
-    """Pool-wide novelty filter over kept Self-Instruct samples, run by the driver.
 
-    Several LLM actors each hold their own pool; this applies the same ROUGE-L rule to
-    everything they kept together (seeds first, then samples by round and id). Candidates
-    of one instruction (same parent, same text) count once. Returns how many it rejected.
-    """
-    index = NoveltyIndex(threshold)
-    for text in seed_instructions:
-        index.add(text)
-    kept = sorted((s for s in samples if s.strategy == STRATEGY and not s.rejected),
-                  key=lambda s: (s.round, s.id))
-    owner: dict[str, str | None] = {}
-    dropped = 0
-    for s in kept:
-        if s.instruction in owner:
-            if owner[s.instruction] != s.parent_id:
-                s.reject("novelty", RejectReason.DUPLICATE, "same instruction as another "
-                         "actor's task")
-                dropped += 1
-            continue
-        if not index.add_if_novel(s.instruction):
-            s.reject("novelty", RejectReason.DUPLICATE,
-                     f"ROUGE-L >= {threshold} against the pool of all actors")
-            dropped += 1
-            continue
-        owner[s.instruction] = s.parent_id
-    return dropped
+def _sources(ctx: BuildContext) -> list[Sample]:
+    si = ctx.cfg.generation.self_instruct
+    if si.topics:
+        load_topics(si.topics_file)  # a bad file stops the run before the model starts
+    return task_samples(ctx.tasks, STRATEGY, si.num_seeds)
+
+
+def _stages(ctx: BuildContext) -> list[Stage]:
+    si = ctx.cfg.generation.self_instruct
+    seeds = [t.instruction for t in ctx.tasks]
+    return [SelfInstructGenerator(ctx.endpoint, ctx.cfg.llm, ctx.cache_path, si, seeds,
+                                  seed=ctx.cfg.seed, seed_topics=[t.topic for t in ctx.tasks]),
+            SelfInstructNoveltyStep(si.novelty_threshold, seeds)]
+
+
+RECORD = Strategy(name=STRATEGY, sources=_sources, generate=_stages,
+                  source_fields=TASK_SOURCE_FIELDS, uses_seed_tasks=True, solved=True,
+                  counted_by=STRATEGY)

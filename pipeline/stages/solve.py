@@ -4,9 +4,11 @@ SelfCodeAlign style: the model answers a generated instruction (Self-Instruct, E
 with one function and `assert` tests, which the execution gate then runs. With
 `solutions_per_instruction` = n > 1 it sends n requests per instruction (distinct request
 seeds); each parsed reply becomes a candidate sample that keeps the instruction's lineage
-(strategy, parent, round, op) and records `scores["solve_n"]`. After the run,
-`record_pass_counts` counts per instruction how many candidates the sandbox passed (a
-difficulty signal) and writes it into every candidate's scores.
+(strategy, parent, round, op) and records `scores["solve_n"]`. Which strategies it
+answers is the `solved` flag of their records (`pipeline.stages.strategy.Strategy`).
+After the execution gate, the global step `PassCountStep` counts per instruction how many
+candidates the sandbox passed (a difficulty signal) and writes it into every candidate's
+scores.
 
 Replies are parsed with `pipeline.parse` (markdown: `prompts/solve.jinja2`; JSON with
 `SOLVE_SCHEMA`: `prompts/solve_json.jinja2`). The instruction itself is not fed to the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.config import LLMConfig
 from pipeline.llm.client import ChatReply
@@ -27,12 +29,11 @@ from pipeline.llm.structured import schema_response_format
 from pipeline.parse import ParseFailure, ParseResult, parse_json_reply, parse_markdown_reply
 from pipeline.prompts import render
 from pipeline.record import ExecStatus, RejectReason, Sample, content_hash
+from pipeline.stage import GlobalStep
 from pipeline.stages.llm_stage import LLMStage
 from pipeline.stages.oss_instruct import REPLY_EXCERPT_CHARS, build_response
 
 TEMPLATES = {"markdown": "solve.jinja2", "json_schema": "solve_json.jinja2"}
-#: Strategies whose instructions this stage answers (Case2Code brings its own tests).
-SOLVED_STRATEGIES = frozenset({"self_instruct", "evol_instruct"})
 
 SOLVE_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -72,28 +73,26 @@ class SolveStage(LLMStage):
     inputs = ("instruction",)
     outputs = ("response", "code", "tests")
 
-    def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None = None,
-                 *, n: int = 1, seed: int = 0) -> None:
+    def __init__(self, endpoint: LLMEndpoint, cfg: LLMConfig, cache_path: str | None,
+                 *, strategies: frozenset[str], n: int, seed: int) -> None:
         super().__init__(endpoint, cfg, cache_path, seed=seed)
         if n < 1:
             raise ValueError("n must be at least 1")
+        self.strategies = strategies
         self.n = n
         self.json_mode = cfg.response_format == "json_schema"
         self.template = TEMPLATES[cfg.response_format]
 
-    @staticmethod
-    def wants(sample: Sample) -> bool:
-        """True for an instruction of a solved strategy that has no code yet."""
-        return sample.strategy in SOLVED_STRATEGIES and not sample.code.strip() \
+    def accepts(self, sample: Sample) -> bool:
+        """An instruction of one of `strategies` that has no code yet."""
+        return sample.strategy in self.strategies and not sample.code.strip() \
             and bool(sample.instruction.strip())
 
     def candidates(self, sample: Sample) -> int:
-        """n requests per instruction; other samples pass through untouched."""
-        return self.n if self.wants(sample) else 1
+        """n requests per instruction."""
+        return self.n
 
-    def build_messages(self, sample: Sample) -> list[dict[str, str]] | None:
-        if not self.wants(sample):
-            return None
+    def build_messages(self, sample: Sample) -> list[dict[str, str]]:
         return [{"role": "user", "content": render(self.template,
                                                    instruction=sample.instruction)}]
 
@@ -126,12 +125,13 @@ class SolveStage(LLMStage):
         return [cand]
 
 
-def record_pass_counts(samples: list[Sample]) -> dict[str, dict[str, float]]:
+def record_pass_counts(samples: list[Sample]) -> dict[str, dict[str, Any]]:
     """Write each instruction's passed-candidate count into its candidates' scores.
 
     Candidates of one instruction share strategy, parent and instruction text. Sets
     `scores["solve_passed"]` and `scores["solve_pass_rate"]` (passed / n) and returns, per
-    strategy, the number of instructions and their mean pass rate.
+    strategy, the number of instructions and their mean pass rate. `samples` holds every
+    candidate, rejected ones too (they count as not passed).
     """
     groups: dict[tuple[str, str | None, str], list[Sample]] = {}
     for s in samples:
@@ -149,3 +149,23 @@ def record_pass_counts(samples: list[Sample]) -> dict[str, dict[str, float]]:
     return {k: {"instructions": len(v), "mean_pass_rate": round(sum(v) / len(v), 3),
                 "pass_rate_histogram": dict(sorted(Counter(round(r, 2) for r in v).items()))}
             for k, v in rates.items()}
+
+
+class PassCountStep(GlobalStep):
+    """After the execution gate: each solve candidate's scores get its instruction's
+    passed-candidate count and pass rate; the report (`pass_rates`) gives, per strategy,
+    the instructions and their mean pass rate. Rejected candidates are observed (they
+    count as failed) but not touched; the step drops nothing."""
+
+    name: ClassVar[str] = "pass_counts"
+    inputs: ClassVar[tuple[str, ...]] = ("execution",)
+    outputs: ClassVar[tuple[str, ...]] = ("scores",)
+    observes_rejected: ClassVar[bool] = True
+
+    def accepts(self, sample: Sample) -> bool:
+        """Solve candidates."""
+        return "solve_n" in sample.scores
+
+    def process_all(self, samples: list[Sample]) -> list[Sample]:
+        self.report["pass_rates"] = record_pass_counts([*self.observed, *samples])
+        return samples

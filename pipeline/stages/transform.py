@@ -39,21 +39,24 @@ class TransformStage(Stage):
     name: ClassVar[str] = "transform"
     inputs: ClassVar[tuple[str, ...]] = ("code", "tests", "execution")
     outputs: ClassVar[tuple[str, ...]] = ("kind", "op", "parent_id")
-    batch_size: ClassVar[int] = 32
     pool: ClassVar[str] = "cpu"
     num_cpus: ClassVar[float] = 1.0
 
-    def __init__(self, cfg: TransformConfig) -> None:
+    def __init__(self, cfg: TransformConfig, *, seed: int) -> None:
         super().__init__()
         self.cfg = cfg
+        self.seed = seed
         selected_operators(cfg.operators)  # unknown names fail at construction
 
+    def accepts(self, sample: Sample) -> bool:
+        """Verified originals: variants are not transformed again, unverified code neither."""
+        return sample.kind is None and sample.execution is not None \
+            and sample.execution.status is ExecStatus.PASSED
+
     def process_one(self, sample: Sample) -> list[Sample]:
-        if sample.kind is not None or sample.execution is None \
-                or sample.execution.status is not ExecStatus.PASSED:
-            return [sample]  # variants are not transformed again; unverified code neither
         out = [sample]
-        for v in variants_for(sample.code, sample.tests, sample.id, self.cfg, self.counters):
+        for v in variants_for(sample.code, sample.tests, sample.id, self.cfg, self.counters,
+                              seed=self.seed):
             child = Sample(strategy=sample.strategy, parent_id=sample.id,
                            seed_ref=sample.seed_ref, seed=sample.seed, round=sample.round + 1,
                            kind=v.kind, op=v.op, language=sample.language, code=v.code,
@@ -82,16 +85,19 @@ class VariantGateStage(ExecuteStage):
     name: ClassVar[str] = "variant_gate"
     inputs: ClassVar[tuple[str, ...]] = ("code", "tests", "kind", "op", "parent_id")
     outputs: ClassVar[tuple[str, ...]] = ("execution", "instruction", "response")
-    batch_size: ClassVar[int] = 64
     pool: ClassVar[str] = "sandbox"
     num_cpus: ClassVar[float] = 0.25
 
-    def __init__(self, cfg: SandboxConfig, tcfg: TransformConfig | None = None) -> None:
+    def __init__(self, cfg: SandboxConfig, tcfg: TransformConfig) -> None:
         super().__init__(cfg)
-        self.tcfg = tcfg or TransformConfig()
+        self.tcfg = tcfg
+
+    def accepts(self, sample: Sample) -> bool:
+        """Refactor and bug variants not run yet (augment variants are broken on purpose)."""
+        return sample.kind in ("refactor", "bug") and sample.execution is None
 
     def process_batch(self, samples: list[Sample]) -> list[Sample]:
-        runs = [s for s in samples if s.kind in ("refactor", "bug") and s.execution is None]
+        runs = samples
         if not runs:
             return samples
         if self._pool is None:

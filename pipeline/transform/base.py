@@ -7,7 +7,8 @@ operator cannot apply to this code; it never returns a copy of the input.
 
 `Source` parses a sample once (libcst module, scope metadata, identifier set) and every
 operator reads the same immutable tree, so a sample with many variants pays for one parse.
-Randomness comes only from `rng_for(sample_id, op)`: reruns give identical variants.
+Randomness comes only from `rng_for(sample_id, op, seed=...)`: reruns with the same run
+seed give identical variants.
 """
 
 from __future__ import annotations
@@ -45,9 +46,12 @@ class Variant:
     parses: bool = True
 
 
-def rng_for(sample_id: str, op: str) -> random.Random:
-    """The random stream of one operator on one sample: same id and op, same stream."""
-    digest = hashlib.sha256(f"{sample_id}\x00{op}".encode()).digest()
+def rng_for(sample_id: str, op: str, *, seed: int) -> random.Random:
+    """The random stream of one operator on one sample under the run's `seed`: same id,
+    op and seed, same stream. Seed 0 gives the streams of the runs before the seed was
+    mixed in."""
+    key = f"{sample_id}\x00{op}" if seed == 0 else f"{sample_id}\x00{op}\x00{seed}"
+    digest = hashlib.sha256(key.encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 

@@ -1,5 +1,6 @@
-"""Finding places in a libcst tree: functions, the statement blocks inside them, and the
-statements and expressions an operator may touch. Shared by refactor and bug operators."""
+"""Finding places in a libcst tree: functions, the statement blocks inside them, the
+statements and expressions an operator may touch, and the names a piece of code binds.
+Shared by refactor and bug operators."""
 
 from __future__ import annotations
 
@@ -116,6 +117,14 @@ def parse_stmt(code: str) -> cst.BaseStatement:
     return cst.parse_statement(code)
 
 
+def plus(expr: cst.BaseExpression, delta: int) -> cst.BaseExpression:
+    """`expr + 1` / `expr - 1`, folding int literals (`n` + 1 -> `n + 1`, `3` -> `4`)."""
+    if isinstance(expr, cst.Integer) and int(expr.value, 0) + delta >= 0:
+        return cst.Integer(str(int(expr.value, 0) + delta))
+    op = cst.Add() if delta > 0 else cst.Subtract()
+    return cst.BinaryOperation(left=expr, operator=op, right=cst.Integer(str(abs(delta))))
+
+
 def contains(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
     return bool(m.findall(node, matcher))
 
@@ -145,3 +154,91 @@ def is_pure(expr: cst.BaseExpression) -> bool:
 
 def names_in(node: cst.CSTNode) -> set[str]:
     return {n.value for n in m.findall(node, m.Name()) if isinstance(n, cst.Name)}
+
+
+#: Every node that binds (or deletes) a name.
+STORE = (m.AssignTarget() | m.AugAssign() | m.AnnAssign() | m.For() | m.NamedExpr()
+         | m.WithItem() | m.CompFor() | m.Del() | m.ExceptHandler() | m.ImportAlias()
+         | m.FunctionDef() | m.ClassDef() | m.Param() | m.MatchAs() | m.MatchStar()
+         | m.MatchMapping())
+
+
+def target_names(target: cst.CSTNode) -> set[str]:
+    """Names an assignment target binds: `x[i] = v` and `x.a = v` bind none (they mutate
+    x), `a, *b = v` binds a and b."""
+    if isinstance(target, cst.Name):
+        return {target.value}
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return set().union(*(target_names(e.value) for e in target.elements))
+    if isinstance(target, (cst.StarredElement, cst.AsName)):
+        return target_names(target.value if isinstance(target, cst.StarredElement)
+                             else target.name)
+    return set()
+
+
+def binds(n: cst.CSTNode) -> set[str]:
+    """Names that the one node `n` (of `STORE`) binds or deletes itself."""
+    if isinstance(n, (cst.FunctionDef, cst.ClassDef, cst.Param)):
+        return {n.name.value}
+    if isinstance(n, cst.ImportAlias):  # `import a.b` binds a; b too, to be safe
+        return names_in(n.asname or n.name)
+    if isinstance(n, (cst.ExceptHandler, cst.MatchAs, cst.MatchStar)):
+        target: cst.CSTNode | None = n.name
+    elif isinstance(n, cst.MatchMapping):
+        target = n.rest
+    else:
+        target = getattr(n, "target", None) or getattr(n, "asname", None)
+    return target_names(target) if target is not None else set()
+
+
+def stored(node: cst.CSTNode) -> set[str]:
+    """Names bound (or deleted) anywhere inside `node`."""
+    out: set[str] = set()
+    for n in m.findall(node, STORE):
+        out |= binds(n)
+    return out
+
+
+def node_ids(*nodes: cst.CSTNode) -> set[int]:
+    """Ids of `nodes` and everything inside them."""
+    ids: set[int] = set()
+
+    class _Ids(cst.CSTVisitor):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            ids.add(id(node))
+            return True
+
+    for n in nodes:
+        n.visit(_Ids())
+    return ids
+
+
+class _OwnContinue(cst.CSTVisitor):
+    """Finds a `continue` of the loop being visited (not of a loop nested in it)."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Continue(self, node: cst.Continue) -> None:
+        self.found = True
+
+    def _inner_loop(self, node: cst.For | cst.While) -> bool:
+        if node.orelse is not None:  # an inner loop's `else` continues the outer one
+            node.orelse.visit(self)
+        return False
+
+    visit_For = _inner_loop
+    visit_While = _inner_loop
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+
+def own_continue(body: cst.CSTNode) -> bool:
+    """Whether `body` has a `continue` that belongs to the loop it is the body of."""
+    v = _OwnContinue()
+    body.visit(v)
+    return v.found

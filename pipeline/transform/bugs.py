@@ -13,17 +13,9 @@ import libcst.matchers as m
 from libcst.metadata import FunctionScope
 
 from pipeline.transform.base import Operator, Source, Variant, register
-from pipeline.transform.blocks import functions, is_docstring, parse_stmt
+from pipeline.transform.blocks import functions, is_docstring, parse_stmt, plus
 from pipeline.transform.refactor_blocks import negate
 from pipeline.transform.scope import function_scopes
-
-
-def _plus(expr: cst.BaseExpression, delta: int) -> cst.BaseExpression:
-    """`expr + 1` / `expr - 1`, folding int literals (`n` + 1 -> `n + 1`, `3` -> `4`)."""
-    if isinstance(expr, cst.Integer) and int(expr.value, 0) + delta >= 0:
-        return cst.Integer(str(int(expr.value, 0) + delta))
-    op = cst.Add() if delta > 0 else cst.Subtract()
-    return cst.BinaryOperation(left=expr, operator=op, right=cst.Integer(str(abs(delta))))
 
 
 class _Pick(Operator):
@@ -60,7 +52,7 @@ class OffByOne(_Pick):
             if not args or any(a.keyword or a.star for a in args):
                 return None
             k = min(len(args) - 1, 1) if len(args) > 1 and rng.random() < 0.7 else 0
-            args[k] = args[k].with_changes(value=_plus(args[k].value, delta))
+            args[k] = args[k].with_changes(value=plus(args[k].value, delta))
             return node.with_changes(args=args)
         assert isinstance(node, cst.Subscript)
         if len(node.slice) != 1:
@@ -73,13 +65,13 @@ class OffByOne(_Pick):
                 return None
             if isinstance(sl.value, cst.Name) and sl.value.value in ("str", "int", "float"):
                 return None
-            new_sl: cst.BaseSlice = sl.with_changes(value=_plus(sl.value, delta))
+            new_sl: cst.BaseSlice = sl.with_changes(value=plus(sl.value, delta))
         elif isinstance(sl, cst.Slice):
             bounds = [b for b in ("lower", "upper") if getattr(sl, b) is not None]
             if not bounds:
                 return None
             b = rng.choice(bounds)
-            new_sl = sl.with_changes(**{b: _plus(getattr(sl, b), delta)})
+            new_sl = sl.with_changes(**{b: plus(getattr(sl, b), delta)})
         else:
             return None
         return node.with_changes(slice=[el.with_changes(slice=new_sl)])

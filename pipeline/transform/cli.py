@@ -4,7 +4,9 @@ Writes one JSON line per variant: {"id", "parent_id", "kind" (refactor, augment 
 "op", "code", "tests", "edit", "parses", "status", "tests_passed", "tests_total",
 "stderr", "verdict" (kept or rejected), "reason"}. Refactors that changed behaviour
 (`behaviour_changed`) and bugs no test catches (`bug_not_caught`) are written as rejected.
-Augment variants are not run (status `not_run`). `-` means stdin / stdout.
+Augment variants are not run (status `not_run`). Variants are made and judged by the
+run's own transform and variant-gate stages, with the config's `seed`. `-` means stdin /
+stdout.
 Exit codes: 0 done, 1 sandbox unavailable (the message says how to fix it), 2 bad
 input or config.
 """
@@ -16,7 +18,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from pipeline.config import ConfigError, TransformConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, TransformConfig, load_config
 from pipeline.jsonl import run_jsonl
 from pipeline.sandbox.cli import _sandbox_config
 from pipeline.transform.generate import selected_operators
@@ -49,8 +51,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _transform_config(args: argparse.Namespace) -> TransformConfig:
-    cfg = load_config(args.config).transform
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """The run config with the command line's transform and sandbox overrides."""
+    cfg = load_config(args.config)
+    update: dict[str, Any] = {"transform": _transform_config(cfg.transform, args)}
+    if not args.no_sandbox:
+        update["sandbox"] = _sandbox_config(args)
+    return cfg.model_copy(update=update)
+
+
+def _transform_config(cfg: TransformConfig, args: argparse.Namespace) -> TransformConfig:
     overrides: dict[str, Any] = {}
     if args.ops:
         overrides["operators"] = [o.strip() for o in args.ops.split(",") if o.strip()]
@@ -74,8 +84,7 @@ def main(args: argparse.Namespace) -> int:
         print("error: --input and --output are required", file=sys.stderr)
         return 2
     try:
-        tcfg = _transform_config(args)
-        scfg = None if args.no_sandbox else _sandbox_config(args)
+        cfg = _config(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,8 +95,8 @@ def main(args: argparse.Namespace) -> int:
         verdicts[f"{rec['kind']} {rec['verdict']}{reason}"] += 1
 
     rc = run_jsonl(args.input, args.output,
-                   lambda recs: transform_records(tcfg, scfg, recs, all_ops=args.all_ops,
-                                                  counts=counts), tally)
+                   lambda recs: transform_records(cfg, recs, sandbox=not args.no_sandbox,
+                                                  all_ops=args.all_ops, counts=counts), tally)
     if rc:
         return rc
     summary = ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())) or "no variants"

@@ -1,8 +1,10 @@
 """Making variants of one sample: choose operators by the configured mix, apply them with
 their own seeded rng, re-parse, and count what could not apply.
 
-`variants_for(code, tests, sample_id, cfg)` is what the stage and the CLI call;
-`apply_ops` applies a given list of operators (the HumanEval table uses every one).
+`variants_for(code, tests, sample_id, cfg, seed=...)` is what `TransformStage` calls (the
+run and the `transform` CLI); `apply_ops` applies a given list of operators (the
+throughput benchmark uses every one). Every random choice derives from the sample id and
+the run's `seed`.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ def selected_operators(names: Iterable[str] | None = None) -> list[Operator]:
     return [by_name[n] for n in names]
 
 
-def apply_one(op: Operator, src: Source, counts: Counter[str]) -> Variant | None:
+def apply_one(op: Operator, src: Source, counts: Counter[str], *, seed: int
+              ) -> Variant | None:
     """Apply one operator; count `<op>:applied`, `:not_applicable`, `:invalid` (a refactor
     or bug that does not re-parse: an operator defect, logged) or `:crashed`."""
     try:
-        v = op.apply(src, rng_for(src.sample_id, op.name))
+        v = op.apply(src, rng_for(src.sample_id, op.name, seed=seed))
     except (cst.ParserSyntaxError, RecursionError) as exc:
         counts[f"{op.name}:not_applicable"] += 1
         log.debug("%s: %s does not apply: %s", src.sample_id, op.name, exc)
@@ -59,11 +62,11 @@ def apply_one(op: Operator, src: Source, counts: Counter[str]) -> Variant | None
     return v
 
 
-def apply_ops(src: Source, ops: Iterable[Operator], counts: Counter[str] | None = None
-              ) -> list[Variant]:
+def apply_ops(src: Source, ops: Iterable[Operator], counts: Counter[str] | None = None, *,
+              seed: int) -> list[Variant]:
     """Every operator applied once to `src` (those that apply)."""
     counts = Counter() if counts is None else counts
-    return [v for op in ops if (v := apply_one(op, src, counts)) is not None]
+    return [v for op in ops if (v := apply_one(op, src, counts, seed=seed)) is not None]
 
 
 def quotas(n: int, mix: dict[str, float]) -> dict[str, int]:
@@ -80,9 +83,10 @@ def quotas(n: int, mix: dict[str, float]) -> dict[str, int]:
 
 
 def variants_for(code: str, tests: str, sample_id: str, cfg: TransformConfig,
-                 counts: Counter[str] | None = None) -> list[Variant]:
+                 counts: Counter[str] | None = None, *, seed: int) -> list[Variant]:
     """Up to `cfg.variants_per_sample` variants, split by `cfg.mix`; within a kind the
-    operators are tried in a per-sample random order until its quota is met."""
+    operators are tried in a random order, per sample and `seed` (the run's), until its
+    quota is met. Seed 0 reproduces the variants made before the seed was mixed in."""
     counts = Counter() if counts is None else counts
     src = Source(code, tests, sample_id)
     try:
@@ -94,12 +98,12 @@ def variants_for(code: str, tests: str, sample_id: str, cfg: TransformConfig,
     out: list[Variant] = []
     for kind, quota in quotas(cfg.variants_per_sample, cfg.mix).items():
         pool = [op for op in ops if op.kind == kind]
-        rng_for(sample_id, f"plan:{kind}").shuffle(pool)
+        rng_for(sample_id, f"plan:{kind}", seed=seed).shuffle(pool)
         got = 0
         for op in pool:
             if got >= quota:
                 break
-            v = apply_one(op, src, counts)
+            v = apply_one(op, src, counts, seed=seed)
             if v is not None:
                 out.append(v)
                 got += 1

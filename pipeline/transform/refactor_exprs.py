@@ -35,11 +35,6 @@ def _swappable(node: cst.CSTNode) -> bool:
     return False
 
 
-def _operand(e: cst.BaseExpression, like: cst.BaseExpression) -> cst.BaseExpression:
-    """`e` moved to where `like` was, keeping `like`'s parentheses."""
-    return e.with_changes(lpar=like.lpar, rpar=like.rpar) if not e.lpar else e
-
-
 @register
 class SwapCommutative(Operator):
     name = "swap_commutative"

@@ -1,10 +1,17 @@
 """Loop refactorings: for-to-while and while-to-for, only where provably equal.
 
 for-to-while: `for i in range(a, b[, step]): body` becomes `i = a; while i < b: body;
-i += step` when the body has no `continue`, assigns neither `i` nor the names of the
-bounds, and `i` is not read after the loop (its final value differs); any other `for`
-without `else` becomes the iterator protocol spelled out (`next()` in a `while True`).
-while-to-for: the reverse pattern, with an int literal or `len(name)` bound.
+i += step` when the body has no `continue` of its own, does not rebind `i`, cannot change
+the bounds (see pipeline.transform.loop_facts), and `i` is read nowhere else (its final
+value differs) nor captured by a closure; any other `for` without `else` becomes the
+iterator protocol spelled out (`next()` in a `while True`).
+while-to-for: the reverse. `i = a` (a is surely an int; with other statements in between
+that do not mention `i`, an int literal), then `while i < b` (`<=`, or `b > i`), a body
+ending in `i += 1` (or `i = i + 1`) with no `continue` of its own and no other binding of
+`i`, `i` used nowhere else and captured by no closure, and `b` an int made of literals,
+names and `len(name)` under `+ - * // %` that the body cannot change: `range(a, b)`
+evaluates `b` once, the `while` test on every pass. `break` needs no care: neither form
+touches `i` on the way out.
 """
 
 from __future__ import annotations
@@ -15,41 +22,18 @@ import libcst as cst
 import libcst.matchers as m
 
 from pipeline.transform.base import Operator, Source, Variant, register
-from pipeline.transform.blocks import functions, names_in, parse_stmt
+from pipeline.transform.blocks import (
+    FunctionInfo,
+    functions,
+    names_in,
+    own_continue,
+    parse_stmt,
+    plus,
+    stored,
+)
+from pipeline.transform.loop_facts import FunctionFacts
 
-_STORE = (m.AssignTarget() | m.AugAssign() | m.AnnAssign() | m.For() | m.NamedExpr()
-          | m.WithItem() | m.CompFor() | m.Del())
 _STEP = m.Integer() | m.UnaryOperation(operator=m.Minus(), expression=m.Integer())
-
-
-def _stored(node: cst.CSTNode) -> set[str]:
-    """Names bound (or deleted) anywhere inside `node`."""
-    out: set[str] = set()
-    for n in m.findall(node, _STORE):
-        target = getattr(n, "target", None) or getattr(n, "asname", None)
-        if target is not None:
-            out |= names_in(target)
-    return out
-
-
-def _mutable_uses(body: cst.CSTNode, names: set[str]) -> bool:
-    """Whether the body might change a value held by `names` (method call on it, or
-    passed to a call)."""
-    for n in m.findall(body, m.Attribute(value=m.Name()) | m.Arg(value=m.Name())):
-        val = n.value  # type: ignore[attr-defined]
-        if isinstance(val, cst.Name) and val.value in names:
-            return True
-    return False
-
-
-def _stable_bound(expr: cst.BaseExpression, body: cst.CSTNode) -> bool:
-    """An int literal, a name, or `len(name)` that the loop body cannot change."""
-    if m.matches(expr, _STEP):
-        return True
-    if m.matches(expr, m.Name() | m.Call(func=m.Name("len"), args=[m.Arg(value=m.Name())])):
-        names = names_in(expr) - {"len"}
-        return not (names & _stored(body)) and not _mutable_uses(body, names)
-    return False
 
 
 def _as_block(body: cst.BaseSuite) -> cst.IndentedBlock:
@@ -57,12 +41,6 @@ def _as_block(body: cst.BaseSuite) -> cst.IndentedBlock:
         return body
     assert isinstance(body, cst.SimpleStatementSuite)
     return cst.IndentedBlock([cst.SimpleStatementLine(list(body.body))])
-
-
-def _uses_outside(fn: cst.FunctionDef, inside: list[cst.CSTNode], name: str) -> bool:
-    total = sum(1 for n in m.findall(fn, m.Name(name)))
-    within = sum(1 for node in inside for n in m.findall(node, m.Name(name)))
-    return total != within
 
 
 def _splice(block: cst.IndentedBlock, i: int, n: int, new: list[cst.BaseStatement]
@@ -85,9 +63,15 @@ class ForToWhile(Operator):
         if not cands:
             return None
         # Prefer the counting form, the natural rewrite, where some loop allows it.
-        counted = [(c, self._counter(c[0].node, c[1].body[c[2]], _as_block(
-            c[1].body[c[2]].body))) for c in cands]  # type: ignore[attr-defined]
-        counted = [(c, new) for c, new in counted if new is not None]
+        facts: dict[int, FunctionFacts] = {}
+        counted = []
+        for info, block, i in cands:
+            loop = block.body[i]
+            assert isinstance(loop, cst.For)
+            f = facts.setdefault(id(info), FunctionFacts(src, info.node))
+            new = self._counter(f, loop, _as_block(loop.body))
+            if new is not None:
+                counted.append(((info, block, i), new))
         if counted:
             (info, block, i), new = rng.choice(counted)
             form = "counter"
@@ -98,7 +82,7 @@ class ForToWhile(Operator):
             new, form = self._iterator(src, rng, loop, _as_block(loop.body)), "iterator"
         return self.replace(src, block, _splice(block, i, 1, new), form=form)
 
-    def _counter(self, fn: cst.FunctionDef, loop: cst.For, body: cst.IndentedBlock
+    def _counter(self, facts: FunctionFacts, loop: cst.For, body: cst.IndentedBlock
                  ) -> list[cst.BaseStatement] | None:
         call = loop.iter
         if not (isinstance(loop.target, cst.Name) and m.matches(call, m.Call(func=m.Name(
@@ -114,9 +98,9 @@ class ForToWhile(Operator):
         negative = isinstance(step, cst.UnaryOperation)
         if (negative and step.expression.value == "0") or getattr(step, "value", "") == "0":
             return None
-        if m.findall(body, m.Continue()) or var in _stored(body) \
-                or not all(_stable_bound(a, body) for a in args) \
-                or _uses_outside(fn, [loop], var):
+        if own_continue(body) or var in stored(body) or not facts.builtin("range") \
+                or not all(facts.stable_bound(a, body, need_int=False) for a in args) \
+                or not facts.confined(var, loop):
             return None
         cmp = ">" if negative else "<"
         inc = f"{var} -= {step.expression.value}" if negative else \
@@ -140,6 +124,34 @@ class ForToWhile(Operator):
                                 body=body.with_changes(body=[fetch, *body.body]))]
 
 
+#: `i += 1` or `i = i + 1`, the counter's step (the name is checked by the caller).
+_INCREMENT = m.SimpleStatementLine(body=[
+    m.AugAssign(target=m.Name(), operator=m.AddAssign(), value=m.Integer("1"))
+    | m.Assign(targets=[m.AssignTarget(target=m.Name())], value=m.BinaryOperation(
+        left=m.Name(), operator=m.Add(), right=m.Integer("1")))])
+_INIT = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=m.Name())])])
+
+
+def _counted_test(test: cst.BaseExpression) -> tuple[str, cst.BaseExpression, bool] | None:
+    """(counter, bound, inclusive) of `i < b`, `i <= b`, `b > i` or `b >= i`."""
+    if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1):
+        return None
+    op, right = test.comparisons[0].operator, test.comparisons[0].comparator
+    if isinstance(test.left, cst.Name) and isinstance(op, (cst.LessThan, cst.LessThanEqual)):
+        return test.left.value, right, isinstance(op, cst.LessThanEqual)
+    if isinstance(right, cst.Name) and isinstance(op, (cst.GreaterThan, cst.GreaterThanEqual)):
+        return right.value, test.left, isinstance(op, cst.GreaterThanEqual)
+    return None
+
+
+def _increments(stmt: cst.BaseStatement, var: str) -> bool:
+    if not m.matches(stmt, _INCREMENT):
+        return False
+    s = stmt.body[0]  # type: ignore[attr-defined]
+    names = [s.target] if isinstance(s, cst.AugAssign) else [s.targets[0].target, s.value.left]
+    return all(n.value == var for n in names)
+
+
 @register
 class WhileToFor(Operator):
     name = "while_to_for"
@@ -149,49 +161,60 @@ class WhileToFor(Operator):
     def apply(self, src: Source, rng: random.Random) -> Variant | None:
         cands = []
         for info in functions(src.module):
+            facts = FunctionFacts(src, info.node)
             for block in info.blocks:
-                for i in range(len(block.body) - 1):
-                    pat = self._match(info.node, block.body[i], block.body[i + 1])
+                for i, loop in enumerate(block.body):
+                    pat = self._match(facts, info, block, i) \
+                        if isinstance(loop, cst.While) else None
                     if pat is not None:
                         cands.append((block, i, pat))
         if not cands:
             return None
-        block, i, (var, start, stop, body) = rng.choice(cands)
+        block, i, (j, var, start, stop, body) = rng.choice(cands)
         code = cst.Module([]).code_for_node
         bounds = code(stop) if code(start) == "0" else f"{code(start)}, {code(stop)}"
+        init, old = block.body[j], block.body[i]
+        new = list(block.body)
+        # The comments and blank lines above the `i = a` line stay where they were.
+        after_init = new[j + 1] if j + 1 < i else old
+        lines = [*init.leading_lines, *after_init.leading_lines]
         loop = cst.For(target=cst.Name(var), iter=cst.parse_expression(f"range({bounds})"),
-                       body=body, leading_lines=block.body[i].leading_lines)
-        return self.replace(src, block, _splice(block, i, 2, [loop]), var=var)
+                       body=body, leading_lines=lines if j + 1 == i else old.leading_lines)
+        new[i] = loop
+        if j + 1 < i:
+            new[j + 1] = after_init.with_changes(leading_lines=lines)
+        del new[j]
+        return self.replace(src, block, block.with_changes(body=new), var=var)
 
-    def _match(self, fn: cst.FunctionDef, init: cst.BaseStatement, loop: cst.BaseStatement
-               ) -> tuple[str, cst.BaseExpression, cst.BaseExpression, cst.IndentedBlock
-                          ] | None:
-        if not (m.matches(init, m.SimpleStatementLine(body=[m.Assign(
-                targets=[m.AssignTarget(target=m.Name())])])) and isinstance(loop, cst.While)
-                and loop.orelse is None and isinstance(loop.body, cst.IndentedBlock)):
+    def _match(self, facts: FunctionFacts, info: FunctionInfo, block: cst.IndentedBlock,
+               i: int) -> tuple[int, str, cst.BaseExpression, cst.BaseExpression,
+                                cst.IndentedBlock] | None:
+        loop = block.body[i]
+        if not (isinstance(loop, cst.While) and loop.orelse is None
+                and isinstance(loop.body, cst.IndentedBlock) and loop.body.body):
             return None
-        assign = init.body[0]  # type: ignore[attr-defined]
-        var = assign.targets[0].target.value
-        start = assign.value
-        test = loop.test
-        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1
-                and m.matches(test.left, m.Name(var))
-                and isinstance(test.comparisons[0].operator, (cst.LessThan, cst.LessThanEqual))):
+        test = _counted_test(loop.test)
+        if test is None or not _increments(loop.body.body[-1], test[0]):
             return None
-        stop = test.comparisons[0].comparator
-        if isinstance(test.comparisons[0].operator, cst.LessThanEqual):
-            if not m.matches(stop, m.Integer()):
-                return None
-            stop = cst.Integer(str(int(stop.value) + 1))  # type: ignore[attr-defined]
-        body = loop.body.body
-        last = body[-1] if body else None
-        if not m.matches(last, m.SimpleStatementLine(body=[m.AugAssign(
-                target=m.Name(var), operator=m.AddAssign(), value=m.Integer("1"))])):
+        var, stop, inclusive = test
+        j = i - 1  # the `var = start` line: the nearest statement above that names var
+        while j >= 0 and var not in names_in(block.body[j]):
+            j -= 1
+        init = block.body[j] if j >= 0 else None
+        if init is None or not m.matches(init, _INIT) \
+                or init.body[0].targets[0].target.value != var:  # type: ignore[attr-defined]
             return None
-        rest = loop.body.with_changes(body=list(body[:-1]) or [parse_stmt("pass\n")])
-        if not (m.matches(start, m.Integer()) or _stable_bound(start, rest)) \
-                or not m.matches(stop, m.Integer() | m.Call(func=m.Name("len"))) \
-                or not _stable_bound(stop, rest) or m.findall(rest, m.Continue()) \
-                or var in _stored(rest) or _uses_outside(fn, [init, loop], var):
+        start = init.body[0].value  # type: ignore[attr-defined]
+        rest = loop.body.with_changes(body=list(loop.body.body[:-1]) or [parse_stmt("pass\n")])
+        if (j + 1 < i and not m.matches(start, _STEP)) or not facts.builtin("range") \
+                or var in names_in(start) \
+                or var in names_in(stop) or not facts.int_valued(start) \
+                or not facts.stable_bound(stop, rest, need_int=True) or own_continue(rest) \
+                or var in stored(rest) or not facts.confined(var, init, loop):
             return None
-        return var, start, stop, rest
+        if inclusive:  # i <= n - 1: range(n); i <= n: range(n + 1)
+            minus_one = isinstance(stop, cst.BinaryOperation) and m.matches(
+                stop, m.BinaryOperation(operator=m.Subtract(), right=m.Integer("1")))
+            stop = stop.left if isinstance(stop, cst.BinaryOperation) and minus_one \
+                else plus(stop, 1)
+        return j, var, start, stop, rest

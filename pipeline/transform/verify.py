@@ -70,11 +70,5 @@ def verdict(kind: str, status: ExecStatus) -> str | None:
 
 
 def reject_reason(reason: str) -> RejectReason:
-    """The RejectReason for a verdict reason: its own member where record.py has one
-    (behaviour_changed, bug_not_caught), else the nearest existing member; the exact
-    reason is always in reject_detail."""
-    try:
-        return RejectReason(reason)
-    except ValueError:
-        return {SANDBOX_ERROR: RejectReason.SANDBOX_ERROR,
-                INVALID: RejectReason.SYNTAX_ERROR}.get(reason, RejectReason.EXEC_FAILED)
+    """The RejectReason of a `verdict` reason: each has its own member in record.py."""
+    return RejectReason(reason)
