@@ -7,10 +7,11 @@ the two only if nothing in the body can change it: its names are locals of the f
 that the body never rebinds (no assignment of any form, `del`, `global`/`nonlocal`, or a
 nested function's `nonlocal`), and for `len(x)`, `x` is immutable (a `str`/`tuple`/`bytes`
 parameter or value) or the body mutates only objects the function made itself and calls
-only side-effect-free builtins and functions. A subscript read `x[i]` is taken not to
-change `len(x)` (a `defaultdict` read would). Type evidence is an `int`/`str`/... parameter
-annotation or a binding whose value has that type; an unannotated parameter could be a
-float, for which `range()` raises where `while` runs.
+only side-effect-free builtins and functions. Two things are taken not to change
+`len(x)`: a subscript read `x[i]` (a `defaultdict` read would) and iterating over a
+value made before the loop (a generator that mutates `x` would). Type evidence is an
+`int`/`str`/... parameter annotation or a binding whose value has that type; an
+unannotated parameter could be a float, for which `range()` raises where `while` runs.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ _INT_AUG = (cst.AddAssign, cst.SubtractAssign, cst.MultiplyAssign, cst.FloorDivi
 _INT_CALLS = frozenset({"len", "int", "ord"})
 _STRING = m.SimpleString() | m.FormattedString() | m.ConcatenatedString()
 #: Values that are a new object each time they are evaluated.
+#: (Not a generator: resuming one runs code that may mutate anything.)
 _NEW = (m.List() | m.Tuple() | m.Set() | m.Dict() | m.ListComp() | m.SetComp() | m.DictComp()
-        | m.GeneratorExp() | _STRING | m.Integer() | m.Float() | m.Imaginary())
+        | _STRING | m.Integer() | m.Float() | m.Imaginary())
 _NEW_CALLS = frozenset({"list", "dict", "set", "tuple", "str", "sorted", "frozenset",
                         "bytearray", "int", "float", "reversed", "enumerate", "zip", "range"})
 _IMMUTABLE_TYPES = frozenset({"str", "bytes", "tuple"})
