@@ -87,12 +87,31 @@ class EmbeddedConfig(_Section):
 
 
 class VllmConfig(_Section):
-    """`vllm serve`, launched by the pipeline on a GPU machine (backend=vllm)."""
+    """A vLLM server launched by the pipeline (backend=vllm): on the GPU when there is one,
+    on CPU otherwise (`bash scripts/setup_vllm.sh` installs it in its own virtualenv)."""
 
-    model: str = Field("Qwen/Qwen2.5-Coder-7B-Instruct", description="Model for `vllm serve`.")
-    port: int = Field(8000, ge=1, le=65535, description="Port for the server on 127.0.0.1.")
+    model: str = Field(
+        "qwen2.5-coder-0.5b", description="What `vllm` serves: a packaged model name "
+        "(qwen2.5-coder-0.5b, smollm2-135m; its GGUF is converted once into a cached Hugging "
+        "Face directory), a local Hugging Face model directory, or a Hugging Face id such "
+        "as Qwen/Qwen2.5-Coder-7B-Instruct (needs a reachable hub).")
+    python: str | None = Field(None, description="Interpreter of vLLM's virtualenv; default: "
+                               ".venv-vllm/bin/python (or $PIPELINE_VLLM_VENV), else this one.")
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="auto: the GPU when nvidia-smi lists one, else CPU.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port on 127.0.0.1; default: a "
+                             "free one.")
+    dtype: str = Field("auto", description="--dtype; auto on CPU: bfloat16 where the CPU has "
+                       "bf16 instructions, else float32.")
+    max_model_len: int | None = Field(None, ge=256, description="--max-model-len; default: "
+                                      "2048 on CPU, the model's own on a GPU.")
+    cpu_kv_cache_gib: float = Field(2.0, gt=0, description="KV cache on CPU "
+                                    "(VLLM_CPU_KVCACHE_SPACE), GiB.")
+    enforce_eager: bool | None = Field(None, description="--enforce-eager; default: on for "
+                                       "CPU (torch.compile adds minutes to start-up), off "
+                                       "on a GPU.")
     extra_args: list[str] = Field(default_factory=list,
-                                  description="Extra `vllm serve` arguments.")
+                                  description="Extra arguments for vLLM's OpenAI server.")
     startup_timeout_s: float = Field(1800.0, gt=0, description="Seconds to wait for the server.")
 
 
@@ -103,7 +122,7 @@ class LLMConfig(_Section):
         "embedded",
         description="embedded: llama.cpp server started by the pipeline (CPU default); "
         "openai: any OpenAI-compatible base_url (e.g. a vLLM server); vllm: the pipeline "
-        "launches `vllm serve` itself.")
+        "launches a vLLM server itself (GPU or CPU; see llm.vllm).")
     base_url: str | None = Field(None, description="API base URL, e.g. http://gpu1:8000/v1 "
                                  "(backend=openai).")
     model: str | None = Field(None, description="Model name sent in requests; default: the "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import LLMConfig
-from pipeline.llm import server
+from pipeline.llm import server, vllm
 from pipeline.llm.server import BackendError, start_backend
 
 
@@ -251,10 +251,36 @@ def test_openai_backend_unreachable_names_url() -> None:
         pass
 
 
-def test_vllm_missing_says_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server.shutil, "which", lambda name: None)
-    if server.importlib.util.find_spec("vllm") is not None:
-        monkeypatch.setattr(sys, "executable", "/nonexistent/python")
-    with pytest.raises(BackendError, match="`pip install vllm` on a GPU machine"), \
+def test_vllm_missing_names_the_setup_script(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("PIPELINE_VLLM_VENV", str(tmp_path / "no-venv"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(BackendError, match="run `bash scripts/setup_vllm.sh`"), \
             start_backend(LLMConfig(backend="vllm")):
         pass
+
+
+def test_vllm_command_on_cpu_has_the_cpu_flags(tmp_path: Path) -> None:
+    model = tmp_path / "my-model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    cfg = LLMConfig(backend="vllm", vllm={"python": sys.executable, "model": str(model),
+                                           "device": "cpu", "extra_args": ["--seed", "7"]})
+    argv, served, env = vllm.vllm_command(cfg, 8123)
+    assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == str(model)
+    assert served == "my-model" and argv[argv.index("--served-model-name") + 1] == "my-model"
+    assert "--enforce-eager" in argv and argv[argv.index("--max-model-len") + 1] == "2048"
+    assert argv.count("--seed") == 1 and argv[-2:] == ["--seed", "7"]
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2"}
+    gpu = LLMConfig(backend="vllm", model="served", vllm={
+        "python": sys.executable, "model": "Org/Some-Model", "device": "gpu"})
+    argv, served, env = vllm.vllm_command(gpu, 8123)
+    assert served == "served" and env == {} and "--enforce-eager" not in argv
+    assert "--max-model-len" not in argv and argv[argv.index("--model") + 1] == "Org/Some-Model"
+
+
+def test_vllm_rejects_a_directory_without_config_json(tmp_path: Path) -> None:
+    cfg = LLMConfig(backend="vllm", vllm={"python": sys.executable, "model": str(tmp_path)})
+    with pytest.raises(vllm.VllmSetupError, match="no config.json"):
+        vllm.vllm_command(cfg, 8123)

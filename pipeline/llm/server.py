@@ -1,8 +1,9 @@
 """Model backends: start or reach an OpenAI-compatible server and yield its endpoint.
 
 `start_backend` is the one entry point. `embedded` runs llama.cpp's server (llama-cpp-python)
-on 127.0.0.1 with a model shipped through PyPI, `vllm` runs `vllm serve`, `openai` only
-checks that `base_url` answers. A server the pipeline starts runs in its own process group
+on 127.0.0.1 with a model shipped through PyPI, `vllm` runs vLLM's OpenAI server from its
+own virtualenv (on CPU without a GPU; `pipeline/llm/vllm.py` builds the command), `openai`
+only checks that `base_url` answers. A server the pipeline starts runs in its own process group
 and is stopped when the context exits: normally, on an exception, on Ctrl-C, and on SIGTERM
 to the pipeline (turned into SystemExit while the context is active).
 """
@@ -14,7 +15,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +30,7 @@ from types import FrameType
 from pipeline.config import LLMConfig
 from pipeline.llm.endpoint import LLMEndpoint
 from pipeline.llm.models import ModelError, model_file
+from pipeline.llm.vllm import VllmSetupError, vllm_command
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,15 @@ def start_backend(cfg: LLMConfig, log_dir: str | Path | None = None) -> Iterator
         port = _free_port()
         argv, model = _embedded_command(cfg, port)
         timeout_s, setting = cfg.embedded.startup_timeout_s, "llm.embedded.startup_timeout_s"
-        health = "/v1/models"
+        health, env = "/v1/models", {}
     else:
-        port = cfg.vllm.port
-        argv, model = _vllm_command(cfg, port)
+        port = cfg.vllm.port or _free_port()
+        argv, model, env = _vllm_command(cfg, port)
         timeout_s, setting = cfg.vllm.startup_timeout_s, "llm.vllm.startup_timeout_s"
         health = "/health"
     with _managed_server(argv, name=f"{cfg.backend} server", port=port, health_path=health,
                          timeout_s=timeout_s, timeout_setting=setting,
-                         log_path=_log_path(cfg.backend, log_dir)):
+                         log_path=_log_path(cfg.backend, log_dir), env=env):
         yield LLMEndpoint(base_url=f"http://127.0.0.1:{port}/v1", model=model)
 
 
@@ -102,23 +103,16 @@ def _embedded_command(cfg: LLMConfig, port: int) -> tuple[list[str], str]:
     return argv, alias
 
 
-def _vllm_command(cfg: LLMConfig, port: int) -> tuple[list[str], str]:
-    beside = Path(sys.executable).with_name("vllm")
-    exe = str(beside) if beside.is_file() else shutil.which("vllm")
-    if importlib.util.find_spec("vllm") is None or exe is None:
-        raise BackendError(
-            "llm.backend 'vllm' needs vLLM, which is not installed — `pip install vllm` on a "
-            "GPU machine; or run it elsewhere (`docker compose up -d vllm`) and set "
-            "llm.backend: openai with llm.base_url: http://HOST:8000/v1")
+def _vllm_command(cfg: LLMConfig, port: int) -> tuple[list[str], str, dict[str, str]]:
     if not _port_free(port):
         raise BackendError(f"port {port} on 127.0.0.1 is already in use — set llm.vllm.port to "
-                           "a free port, or stop the server using it (if it is a vLLM server "
-                           "you started, use llm.backend: openai with its base_url)")
-    extra = list(cfg.vllm.extra_args)
-    argv = [exe, "serve", cfg.vllm.model, "--host", "127.0.0.1", "--port", str(port), *extra]
-    if cfg.model and "--served-model-name" not in extra:
-        argv += ["--served-model-name", cfg.model]
-    return argv, cfg.model or cfg.vllm.model
+                           "a free port (or remove it: a free one is chosen), or stop the "
+                           "server using it (if it is a vLLM server you started, use "
+                           "llm.backend: openai with its base_url)")
+    try:
+        return vllm_command(cfg, port)
+    except VllmSetupError as exc:
+        raise BackendError(str(exc)) from None
 
 
 # --- the process ----------------------------------------------------------------------------
@@ -129,7 +123,8 @@ def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def _managed_server(argv: list[str], *, name: str, port: int, health_path: str,
-                    timeout_s: float, timeout_setting: str, log_path: Path) -> Iterator[None]:
+                    timeout_s: float, timeout_setting: str, log_path: Path,
+                    env: dict[str, str] | None = None) -> Iterator[None]:
     """Run `argv` in its own process group until the context exits; wait for health first."""
     try:  # only the main thread may install handlers; elsewhere the caller owns signals
         previous = signal.signal(signal.SIGTERM, _raise_system_exit)
@@ -142,7 +137,7 @@ def _managed_server(argv: list[str], *, name: str, port: int, health_path: str,
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                         stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
             except OSError as exc:
                 raise BackendError(f"cannot start the {name} ({argv[0]}): {exc}") from None
         log.info("starting %s on port %d (pid %d, log %s)", name, port, proc.pid, log_path)
