@@ -24,6 +24,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
               "are served from the cache", file=sys.stderr)
         return 3
     _print_summary(out, stats)
+    unreachable = sum(n for reason, n in stats["rejected_by_reason"].items()
+                      if reason.endswith("/llm_unreachable"))
+    if unreachable:  # fewer than llm.abort_after_failures in a row, but the data is missing
+        print(f"error: {unreachable} sample(s) could not reach the model server, so the "
+              f"dataset is incomplete; rerun the same command (same --output {out}) to "
+              "finish it: finished requests are served from the cache", file=sys.stderr)
+        return 3
     return 0
 
 

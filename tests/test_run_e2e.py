@@ -174,3 +174,41 @@ def test_dead_server_stops_run_and_rerun_resumes_from_cache(seed_dir, tmp_path) 
         # the two replies that arrived before the crash came from the cache
         assert len(srv2.requests) == 2
     _check_outputs(out, stats)
+
+
+@pytest.mark.docker
+def test_cli_exits_3_when_some_samples_never_reached_the_server(seed_dir, tmp_path) -> None:
+    """Fewer failures than llm.abort_after_failures: the run finishes, but it must not call
+    an incomplete dataset a success; the rerun fills the gap."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    def one_hangs(request: dict[str, Any]) -> Reply:
+        if "def chunks" in request["messages"][-1]["content"]:
+            return Reply.hang_forever()
+        return model(request)
+
+    out = tmp_path / "out"
+    conf = tmp_path / "c.yaml"
+
+    def run(base_url: str) -> subprocess.CompletedProcess[str]:
+        cfg = _config(seed_dir, base_url, "local").model_dump(mode="json")
+        cfg["llm"].update(timeout_s=2, max_retries=0, abort_after_failures=16)
+        conf.write_text(yaml.safe_dump(cfg))
+        return subprocess.run([sys.executable, "-m", "pipeline", "run", "--config", str(conf),
+                               "--output", str(out)], capture_output=True, text=True,
+                              timeout=600)
+
+    with FakeOpenAIServer(handler=one_hangs) as srv:
+        first = run(srv.base_url)
+    assert first.returncode == 3, first.stderr[-2000:]
+    assert "1 sample(s) could not reach the model server" in first.stderr
+    assert f"same --output {out}" in first.stderr
+    with FakeOpenAIServer(handler=model) as srv:
+        second = run(srv.base_url)
+        assert len(srv.requests) == 1  # only the missing one
+    assert second.returncode == 0, second.stderr[-2000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 2 and "oss_instruct/llm_unreachable" not in stats["rejected_by_reason"]

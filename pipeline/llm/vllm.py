@@ -139,7 +139,16 @@ def vllm_command(cfg: LLMConfig, port: int) -> tuple[list[str], str, dict[str, s
         # 2 GiB of KV cache; eager mode: torch.compile adds minutes to start-up on CPU.
         env["VLLM_CPU_KVCACHE_SPACE"] = f"{v.cpu_kv_cache_gib:g}"
         dtype = v.dtype if v.dtype != "auto" else ("bfloat16" if _cpu_has_bf16() else "float32")
-        argv += ["--dtype", dtype, "--max-model-len", str(v.max_model_len or 2048)]
+        max_len = v.max_model_len or 2048
+        argv += ["--dtype", dtype, "--max-model-len", str(max_len)]
+        # vLLM 0.32's CPU runner crashes its engine ("CPU Generator does not use offset")
+        # when it rewinds the generator of a seeded request after a partial prefill; every
+        # request the pipeline sends carries a seed. Without chunked prefill no prefill is
+        # partial (seen with Qwen2.5-Coder-0.5B, 8 JSON-schema requests in flight).
+        if not any(a.startswith(("--enable-chunked-prefill", "--no-enable-chunked-prefill"))
+                   for a in extra):
+            argv += ["--no-enable-chunked-prefill",
+                     "--max-num-batched-tokens", str(max(max_len, 4096))]
         if v.enforce_eager is not False:
             argv.append("--enforce-eager")
     else:
