@@ -1,4 +1,4 @@
-"""Command line: `python -m pipeline {run,config,sandbox,transform}`."""
+"""Command line: `python -m pipeline {run,config,sandbox,transform,score,select}`."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.transform import cli as transform_cli
 
     transform_cli.add_parser(sub)
+    from pipeline.scoring import cli as scoring_cli
+
+    scoring_cli.add_parsers(sub)
     return p
 
 

@@ -359,6 +359,69 @@ class TransformConfig(_Section):
         return self
 
 
+class ScorerConfig(_Section):
+    """The model that scores samples (loss, loss alone, IFD; see pipeline/scoring)."""
+
+    backend: Literal["transformers", "llamacpp", "vllm"] = Field(
+        "transformers", description="transformers: torch in this process (CPU or GPU; the "
+        "fastest runtime here); llamacpp: the GGUF in-process with llama.cpp; vllm: a vLLM "
+        "server's prompt log-probabilities (select.scorer.base_url, else the run's own vLLM "
+        "server when llm.backend is vllm and serves the same model).")
+    model: str = Field("smollm2-135m", description="A packaged model name (smollm2-135m, "
+                       "qwen2.5-coder-0.5b), a local Hugging Face directory (e.g. the "
+                       "checkpoint being fine-tuned), or a Hugging Face id; llamacpp takes a "
+                       "packaged name or a .gguf path.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="transformers: "
+                                                   "auto is cuda when torch sees a GPU.")
+    dtype: str = Field("float32", description="transformers: torch dtype of the weights.")
+    max_tokens: int = Field(2048, ge=16, description="Longest conversation scored; longer "
+                            "responses keep their first tokens that fit (recorded as "
+                            "score_truncated_tokens).")
+    batch_tokens: int = Field(4096, ge=256, description="transformers: padded tokens per "
+                              "forward batch (bounds the logits' memory).")
+    threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
+    batch_size: int = Field(64, ge=1, description="Samples per scoring-stage batch.")
+    base_url: str | None = Field(None, description="vllm: the server's /v1 URL.")
+    served_model: str | None = Field(None, description="vllm: the model name the server "
+                                     "serves; default: select.scorer.model.")
+
+
+class SelectConfig(_Section):
+    """Loss-based selection: score every live sample, then keep the most valuable per group."""
+
+    enabled: bool = Field(True, description="Add the scoring stage and the selection step "
+                          "(after the transforms, before the dataset is written).")
+    scorer: ScorerConfig = Field(default_factory=ScorerConfig, description="Scoring model.")
+    policy: Literal["ifd", "max_loss", "min_loss", "random", "band"] = Field(
+        "ifd", description="ifd: drop IFD >= 1 (the instruction does not help predict the "
+        "response), then keep the highest IFD first (Superfiltering); max_loss: highest "
+        "loss first (GenCode); min_loss: lowest loss first; random: a seeded shuffle (the "
+        "control); band: loss percentiles within select.band.")
+    keep: float | int = Field(1.0, description="Per group: a float is a fraction in (0, 1] "
+                              "of the group (1.0: all that the policy does not rule out), an "
+                              "integer a count (1 with group_by: parent keeps the best of "
+                              "each original and its variants, GenCode's form).")
+    band: tuple[float, float] = Field((10.0, 90.0), description="policy band: keep samples "
+                                      "whose loss percentile in their group is in [lo, hi].")
+    group_by: Literal["strategy", "kind", "parent", "none"] = Field(
+        "strategy", description="Ranks and cuts are taken within groups, so a cut cannot "
+        "wipe out a strategy or a kind: strategy, kind (original/refactor/augment/bug), "
+        "parent (an original with its variants), none.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectConfig:
+        if isinstance(self.keep, int) and not isinstance(self.keep, bool):
+            if self.keep < 1:
+                raise ValueError(f"select.keep as a count must be >= 1, not {self.keep}")
+        elif not 0 < self.keep <= 1:
+            raise ValueError(f"select.keep as a fraction must be in (0, 1], not {self.keep} "
+                             "(write a count as an integer, e.g. 100)")
+        lo, hi = self.band
+        if not 0 <= lo < hi <= 100:
+            raise ValueError("select.band needs 0 <= lo < hi <= 100, e.g. [10, 90]")
+        return self
+
+
 class PipelineConfig(_Section):
     """A whole run."""
 
@@ -372,6 +435,8 @@ class PipelineConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig, description="Executor.")
     transform: TransformConfig = Field(default_factory=TransformConfig,
                                        description="Code transformations and bug variants.")
+    select: SelectConfig = Field(default_factory=SelectConfig,
+                                 description="Loss-based scoring and selection.")
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

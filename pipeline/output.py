@@ -44,6 +44,11 @@ DATASET_FEATURES = datasets.Features({
     "op": datasets.Value("string"),
     "execution": _EXEC,
     "scores": [{"name": datasets.Value("string"), "value": datasets.Value("float64")}],
+    # The scoring stage's figures as columns (null when select.enabled is off).
+    "loss": datasets.Value("float64"),
+    "loss_alone": datasets.Value("float64"),
+    "ifd": datasets.Value("float64"),
+    "response_tokens": datasets.Value("int64"),
     "model": datasets.Value("string"),
 })
 
@@ -60,8 +65,13 @@ REJECTED_FEATURES = datasets.Features({
     "code": datasets.Value("string"),
     "tests": datasets.Value("string"),
     "execution": _EXEC,
+    "scores": [{"name": datasets.Value("string"), "value": datasets.Value("float64")}],
     "model": datasets.Value("string"),
 })
+
+
+def _scores(s: Sample) -> list[dict[str, Any]]:
+    return [{"name": k, "value": float(v)} for k, v in sorted(s.scores.items())]
 
 
 def _execution(s: Sample) -> dict[str, Any] | None:
@@ -83,7 +93,11 @@ def dataset_row(s: Sample) -> dict[str, Any]:
         "parent_id": s.parent_id, "seed_ref": s.seed_ref, "round": s.round, "kind": s.kind,
         "op": s.op,
         "execution": _execution(s),
-        "scores": [{"name": k, "value": float(v)} for k, v in sorted(s.scores.items())],
+        "scores": _scores(s),
+        "loss": s.scores.get("loss"), "loss_alone": s.scores.get("loss_alone"),
+        "ifd": s.scores.get("ifd"),
+        "response_tokens": (int(s.scores["response_tokens"]) if "response_tokens" in s.scores
+                            else None),
         "model": s.model,
     }
 
@@ -95,7 +109,8 @@ def rejected_row(s: Sample) -> dict[str, Any]:
         "reason": s.reject_reason.value if s.reject_reason else None,
         "detail": s.reject_detail, "strategy": s.strategy, "parent_id": s.parent_id,
         "seed_ref": s.seed_ref, "instruction": s.instruction, "response": s.response,
-        "code": s.code, "tests": s.tests, "execution": _execution(s), "model": s.model,
+        "code": s.code, "tests": s.tests, "execution": _execution(s), "scores": _scores(s),
+        "model": s.model,
     }
 
 
@@ -136,6 +151,23 @@ def dedupe(samples: list[Sample]) -> list[Sample]:
 def kept_samples(samples: list[Sample]) -> list[Sample]:
     """The samples that make the dataset: live ones, each id once, in id order."""
     return [s for s in sorted(dedupe(samples), key=lambda s: s.id) if not s.rejected]
+
+
+#: Every sample that reached the scoring stage (kept, not selected, unscorable), whole, so
+#: that `pipeline select --from RUN_DIR` can redo the cut without regenerating.
+CANDIDATES = "candidates.jsonl"
+
+
+def write_candidates(out_dir: Path, samples: list[Sample]) -> int:
+    """Write CANDIDATES under `out_dir` (atomically); return how many."""
+    chosen = [s for s in sorted(dedupe(samples), key=lambda s: s.id)
+              if not s.rejected or s.reject_stage in ("score", "select")]
+    tmp = out_dir / (CANDIDATES + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s in chosen:
+            f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
+    tmp.replace(out_dir / CANDIDATES)
+    return len(chosen)
 
 
 def write_outputs(out_dir: Path, samples: list[Sample], stats: dict[str, Any]) -> dict[str, Any]:

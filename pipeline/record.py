@@ -41,6 +41,10 @@ class RejectReason(str, Enum):
     STAGE_CRASH = "stage_crash"
     BEHAVIOUR_CHANGED = "behaviour_changed"
     BUG_NOT_CAUGHT = "bug_not_caught"
+    #: The scoring model could not score it (empty response, no room in the context...).
+    UNSCORABLE = "unscorable"
+    #: Scored, ranked within its group, and below the selection's cut.
+    NOT_SELECTED = "not_selected"
     #: Dropped by a content filter (length, keywords, a failed evolution); the detail says which.
     FILTERED = "filtered"
 

@@ -7,6 +7,7 @@ The stage list is the whole pipeline (see README, "How the pipeline is put toget
     -> execute (the sandbox gate) -> pass_counts*
     -> each strategy's post-gate stages (Case2Code: cases, infer, check)
     -> dedup* (run-wide near-duplicates) -> transform -> variant_gate
+    -> score (loss, loss alone, IFD) -> select* (per-group cut by select.policy)
 
 (* global steps). Which strategies run, and what each adds, comes from their records
 (`pipeline.stages.strategies.STRATEGIES`); nothing is done to the samples outside the list.
@@ -33,7 +34,9 @@ SOURCE_FIELDS = {"id", "strategy", "seed", "seed_ref", "language"}
 def build_stages(ctx: BuildContext) -> list[Stage]:
     """The stage list for a config (the module docstring shows its shape)."""
     from pipeline.dedup import DedupStep
+    from pipeline.scoring.select import SelectStep
     from pipeline.stages.execute import ExecuteStage
+    from pipeline.stages.score import ScoreStage
     from pipeline.stages.solve import PassCountStep, SolveStage
     from pipeline.stages.strategies import dedup_text, enabled
     from pipeline.stages.transform import TransformStage, VariantGateStage
@@ -53,9 +56,12 @@ def build_stages(ctx: BuildContext) -> list[Stage]:
         *([DedupStep(threshold, dedup_text)] if threshold is not None else []),
         *([TransformStage(cfg.transform, seed=cfg.seed),
            VariantGateStage(cfg.sandbox, cfg.transform)] if cfg.transform.enabled else []),
+        *([ScoreStage(cfg.select.scorer), SelectStep(cfg.select, cfg.seed)]
+          if cfg.select.enabled else []),
     ]
     for stage in stages:
-        stage.batch_size = batch_size(stage, cfg)
+        if stage.pool != "score":  # the scorer's batch size is its own setting
+            stage.batch_size = batch_size(stage, cfg)
     return stages
 
 
@@ -141,4 +147,10 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     }
     if ctx.tasks:
         stats["seed_tasks"] = len(ctx.tasks)
+    if cfg.select.enabled:
+        from pipeline.output import write_candidates
+        from pipeline.scoring.factory import scorer_name
+
+        stats["scorer"] = scorer_name(cfg.select.scorer)
+        stats["candidates"] = write_candidates(out_dir, result.samples)
     return write_outputs(out_dir, result.samples, stats)

@@ -137,6 +137,9 @@ class GlobalStep(Stage):
     #: reserves no CPU, which would otherwise wait for those stages' actors to go away.
     num_cpus: ClassVar[float] = 0.0
     observes_rejected: ClassVar[bool] = False
+    #: Whether a rejected sample takes its variants with it. Selection sets False: there a
+    #: variant competes with its original instead of depending on it.
+    cascades: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -157,6 +160,8 @@ class GlobalStep(Stage):
 
     def after(self, out: list[Sample]) -> list[Sample]:
         """Reject the live variants of every sample this step rejected."""
+        if not self.cascades:
+            return out
         dropped = {s.id: s for s in out if s.rejected and s.reject_stage == self.name}
         changed = bool(dropped)
         while changed:

