@@ -47,8 +47,10 @@ def build_backend(cfg: ScorerConfig) -> LogprobBackend:
     if not cfg.base_url:
         raise ScoringError("select.scorer.backend vllm needs select.scorer.base_url (the "
                            "server's /v1 URL), e.g. http://127.0.0.1:8000/v1")
-    return VllmBackend(cfg.base_url, cfg.served_model or cfg.model, max_tokens=cfg.max_tokens,
-                       label=cfg.model)
+    # vLLM counts the one token it generates against --max-model-len, so a prompt may be
+    # at most max-model-len - 1 tokens; serve with --max-model-len >= max_tokens + 1.
+    return VllmBackend(cfg.base_url, cfg.served_model or cfg.model,
+                       max_tokens=cfg.max_tokens - 1, label=cfg.model)
 
 
 def build_scorer(cfg: ScorerConfig) -> Scorer:
