@@ -239,3 +239,27 @@ def test_a_hung_server_times_out() -> None:
 def test_base_url_without_v1_says_so() -> None:
     with FakeOpenAIServer() as srv, pytest.raises(ScoringError, match=r"HTTP 404.*ending in /v1"):
         VllmBackend(srv.base_url.removesuffix("/v1"), "m").logprobs([[1, 2, 3]])
+
+
+def test_scorer_gives_the_same_scores_on_vllm_and_transformers(server: VllmServer) -> None:
+    """The same weights through two runtimes (the GGUF dequantised by transformers in this
+    process; its converted directory served by vLLM in float32): the whole scorer, chat
+    template and span included, gives the same loss, loss alone and IFD."""
+    from pipeline.config import ScorerConfig
+    from pipeline.scoring.factory import build_scorer
+    from pipeline.scoring.scorer import ScoreRequest
+
+    pairs = [ScoreRequest("a", "Write add(a, b).", "def add(a, b):\n    return a + b\n"),
+             ScoreRequest("u", "Greet.", "naïve café — bonjour 🚀 数据"),
+             ScoreRequest("e", "", "An answer to an empty instruction.")]
+    on_hf = build_scorer(ScorerConfig(backend="transformers", model=MODEL, threads=2))
+    on_vllm = build_scorer(ScorerConfig(backend="vllm", model=MODEL, base_url=server.base_url,
+                                        served_model=server.model))
+    try:
+        for a, b in zip(on_hf.score(pairs), on_vllm.score(pairs), strict=True):
+            assert a.response_tokens == b.response_tokens
+            assert b.loss == pytest.approx(a.loss, rel=1e-4)
+            assert b.loss_alone == pytest.approx(a.loss_alone, rel=1e-4)
+            assert b.ifd == pytest.approx(a.ifd, rel=2e-4)
+    finally:
+        on_hf.backend.close()
