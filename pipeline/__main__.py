@@ -43,6 +43,17 @@ def _print_summary(out: Path, stats: dict) -> None:
     by = ", ".join(f"{k}={v}" for k, v in stats["kept_by_strategy"].items()) or "none"
     print(f"kept by strategy: {by}")
     print(f"tokens: {stats['tokens']}")
+    select = stats.get("stages", {}).get("select")
+    if select and "funnel" in select:
+        print(f"selection ({select['policy']}, group_by {select['group_by']}; scorer "
+              f"{stats.get('scorer')}): loss mean/median of selected vs not selected")
+        for group, f in select["funnel"].items():
+            if "scored" not in f:
+                continue
+            a, b = f["loss_selected"] or {}, f["loss_not_selected"] or {}
+            print(f"  {group:<16} scored {f['scored']:4d}  selected {f['selected']:4d} "
+                  f"(loss {a.get('mean', '-')}/{a.get('median', '-')})  not selected "
+                  f"{f['not_selected']:4d} (loss {b.get('mean', '-')}/{b.get('median', '-')})")
     print(f"wall time {stats['wall_time_s']} s; stats: {out / 'stats.json'}")
 
 

@@ -113,8 +113,12 @@ class SelectStep(GlobalStep):
                 funnel[key] = _figures(kept, [s for s, _ in dropped])
         self.report["policy"] = self.cfg.policy
         self.report["group_by"] = self.cfg.group_by
-        if self.cfg.group_by == "parent":
+        if self.cfg.group_by == "parent":  # one group per family: summarise by kind
             funnel = {"families": {"groups": len(groups)}}
+            for kind in sorted({s.kind or "original" for s in samples}):
+                mine = [s for s in samples if (s.kind or "original") == kind]
+                funnel[f"kind={kind}"] = _figures([s for s in mine if not s.rejected],
+                                                  [s for s in mine if s.rejected])
         funnel["all"] = _figures([s for s in samples if not s.rejected],
                                  [s for s in samples if s.rejected])
         self.report["funnel"] = funnel
