@@ -406,7 +406,8 @@ class SelectConfig(_Section):
     group_by: Literal["strategy", "kind", "parent", "none"] = Field(
         "strategy", description="Ranks and cuts are taken within groups, so a cut cannot "
         "wipe out a strategy or a kind: strategy, kind (original/refactor/augment/bug), "
-        "parent (an original with its variants), none.")
+        "parent (an original with its refactorings; repair and bug samples are families of "
+        "their own), none.")
 
     @model_validator(mode="after")
     def _check(self) -> SelectConfig:

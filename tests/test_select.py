@@ -54,15 +54,20 @@ def test_max_and_min_loss_with_a_fraction_per_strategy_group() -> None:
 
 def test_parent_groups_keep_the_best_of_each_family_and_do_not_cascade() -> None:
     samples = [_s("p1", 1.0), _s("v1", 3.0, kind="refactor", parent="p1"),
-               _s("v2", 2.0, kind="bug", parent="p1"), _s("p2", 5.0),
+               _s("w1", 2.0, kind="refactor", parent="p1"),
+               _s("v2", 9.0, kind="bug", parent="p1"), _s("p2", 5.0),
                _s("v3", 4.0, kind="augment", parent="p2")]
-    kept, _ = _select(samples, policy="max_loss", keep=1, group_by="parent")
-    # The original p1 is dropped, its variant v1 stays: selection does not cascade.
-    assert kept == ["p2", "v1"]
+    kept, step = _select(samples, policy="max_loss", keep=1, group_by="parent")
+    # A family is an original with its refactorings; the original p1 is dropped and its
+    # refactoring v1 stays (no cascade). Bug and repair samples are tasks of their own.
+    assert kept == ["p2", "v1", "v2", "v3"]
     ranks = {s.id: s.scores["select_rank"] for s in samples}
-    assert ranks == {"v1": 1, "v2": 2, "p1": 3, "p2": 1, "v3": 2}
+    assert ranks == {"v1": 1, "w1": 2, "p1": 3, "v2": 1, "p2": 1, "v3": 1}
     p1 = next(s for s in samples if s.id == "p1")
     assert "group parent=p1: rank 3 of 3" in p1.reject_detail
+    funnel = step.report["funnel"]
+    assert funnel["families"]["groups"] == 4
+    assert funnel["kind=original"]["selected"] == 1 and funnel["kind=refactor"]["selected"] == 1
 
 
 def test_random_is_seeded_and_band_keeps_the_middle() -> None:

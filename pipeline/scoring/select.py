@@ -11,11 +11,12 @@ Policies (`select.policy`):
 `select.keep` is per group: a fraction when written as a float (`0.5`, `1.0`: ceil(keep x
 group size)), a count when written as an integer (`1`, `100`). Groups
 (`select.group_by`): `strategy`, `kind` (original, refactor, augment, bug), `parent` (an
-original with its variants: GenCode keeps, per original, the best of the family), or
-`none`. A sample not selected is rejected as `not_selected`, keeping its scores, with its
-rank and group in the detail and in `scores` (`select_rank`, `select_group_size`), so a
-user can see and redo the cut. Variants are ranked on their own, never dropped because
-their original was.
+original with its refactorings, which keep its instruction and behaviour: GenCode keeps,
+per original, the best of them; a repair or bug sample is another task and its own
+family), or `none`. A sample not selected is rejected as `not_selected`, keeping its
+scores, with its rank and group in the detail and in `scores` (`select_rank`,
+`select_group_size`), so a user can see and redo the cut. Variants are ranked on their
+own, never dropped because their original was.
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def group_of(sample: Sample, group_by: str) -> str:
     if group_by == "kind":
         return sample.kind or "original"
     if group_by == "parent":
-        return sample.parent_id if sample.kind is not None and sample.parent_id else sample.id
+        # A family is one task: the original with its refactorings (same instruction and
+        # behaviour, GenCode's candidates). Repair (augment) and bug samples are other
+        # tasks, each its own family, so a cut by loss cannot trade an original for them.
+        if sample.kind == "refactor" and sample.parent_id:
+            return sample.parent_id
+        return sample.id
     return "all"
 
 

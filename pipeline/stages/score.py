@@ -42,7 +42,8 @@ class ScoreStage(Stage):
         self._scorer: Scorer | None = None
 
     def setup(self) -> None:
-        self._scorer = build_scorer(self.cfg)
+        """Nothing yet: the model loads with the first batch that needs it, so a rerun
+        whose scores are all reused never loads it."""
 
     def teardown(self) -> None:
         if self._scorer is not None:
@@ -61,7 +62,7 @@ class ScoreStage(Stage):
         if not todo:
             return samples
         if self._scorer is None:
-            self.setup()
+            self._scorer = build_scorer(self.cfg)
         assert self._scorer is not None
         got = self._scorer.score([ScoreRequest(s.id, s.instruction, s.response) for s in todo])
         for s, sc in zip(todo, got, strict=True):
