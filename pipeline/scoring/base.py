@@ -28,11 +28,15 @@ class LogprobBackend(ABC):
     max_tokens: int
 
     @abstractmethod
-    def logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
+    def logprobs(self, seqs: list[list[int]],
+                 starts: list[int] | None = None) -> list[list[float]]:
         """For each sequence `s` (len(s) >= 2), ``out[j] = log p(s[j+1] | s[:j+1])``,
         j = 0 .. len(s) - 2, in nats. Sequences may have different lengths; the backend
         batches them as it likes, and must return the same numbers as one at a time
-        (within float tolerance). Raises ScoringError when the model cannot run."""
+        (within float tolerance). `starts[i]`, when given, is the first token of
+        `seqs[i]` whose log-probability is needed: a backend may skip the positions
+        before it (NaN there), sparing the vocabulary projection of the prompt. Raises
+        ScoringError when the model cannot run."""
 
     def close(self) -> None:
         """Release the model (memory, server connections); default: nothing to release."""

@@ -15,6 +15,7 @@ logit minus the log-sum-exp of its row, in float32, without materialising a log-
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class HFBackend(LogprobBackend):
         ctx = getattr(self.model.config, "max_position_embeddings", None) or max_tokens
         self.max_tokens = min(max_tokens, ctx)
         self.name = f"transformers:{model}:{dtype}"
+        self._decoder = self.model.get_decoder()
+        self._head = self.model.get_output_embeddings()
         self._torch = torch
 
     def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
@@ -102,13 +105,15 @@ class HFBackend(LogprobBackend):
             batches.append(cur)
         return batches
 
-    def logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
+    def logprobs(self, seqs: list[list[int]],
+                 starts: list[int] | None = None) -> list[list[float]]:
         torch = self._torch
         for s in seqs:
             if not 2 <= len(s) <= self.max_tokens:
                 raise ScoringError(f"a sequence of {len(s)} tokens: the backend takes 2 to "
                                    f"{self.max_tokens}")
         lengths = [len(s) for s in seqs]
+        first = [max(1, st) for st in starts] if starts is not None else [1] * len(seqs)
         order = sorted(range(len(seqs)), key=lengths.__getitem__)
         out: list[list[float]] = [[] for _ in seqs]
         with torch.inference_mode():
@@ -120,12 +125,22 @@ class HFBackend(LogprobBackend):
                     ids[row, :lengths[i]] = torch.tensor(seqs[i])
                     mask[row, :lengths[i]] = 1
                 ids, mask = ids.to(self.device), mask.to(self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-                target = logits.gather(-1, ids[:, 1:, None])[..., 0]
-                lp = (target - torch.logsumexp(logits, dim=-1)).cpu()
-                del logits
-                for row, i in enumerate(batch):
-                    out[i] = lp[row, :lengths[i] - 1].tolist()
+                hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                # Only the positions whose next token is wanted go through the vocabulary
+                # projection: the prompt's logits would be computed and thrown away.
+                rows = torch.cat([torch.full((lengths[i] - first[i],), r) for r, i in
+                                  enumerate(batch)]).to(self.device)
+                cols = torch.cat([torch.arange(first[i] - 1, lengths[i] - 1)
+                                  for i in batch]).to(self.device)
+                logits = self._head(hidden[rows, cols]).float()
+                target = logits.gather(-1, ids[rows, cols + 1][:, None])[:, 0]
+                lp = (target - torch.logsumexp(logits, dim=-1)).cpu().tolist()
+                del logits, hidden
+                k = 0
+                for i in batch:
+                    n = lengths[i] - first[i]
+                    out[i] = [math.nan] * (first[i] - 1) + lp[k:k + n]
+                    k += n
         return out
 
     def close(self) -> None:

@@ -108,7 +108,8 @@ class LlamaCppBackend(LogprobBackend):
         self.n_threads = threads
         self._n_vocab = int(self._llm.n_vocab())
 
-    def logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
+    def logprobs(self, seqs: list[list[int]],
+                 starts: list[int] | None = None) -> list[list[float]]:
         """See `LogprobBackend.logprobs`; sequences are evaluated one at a time."""
         if self._llm is None:
             raise ScoringError(f"{self.name} is closed — build a new backend to score again")

@@ -119,13 +119,16 @@ class Scorer:
             except ValueError as exc:
                 scores[i].error = str(exc)
         seqs: list[list[int]] = []
+        starts: list[int] = []
         for _, p in plans:
             seqs.append(p.chat)
-            seqs.append(p.alone)
-        to_run = [s for s in seqs if len(s) >= 2]
+            starts.append(p.span[0])
+            if len(p.alone) >= 2:
+                seqs.append(p.alone)
+                starts.append(1)
         got: list[list[float]] = []
-        for k in range(0, len(to_run), CHUNK):
-            got.extend(self.backend.logprobs(to_run[k:k + CHUNK]))
+        for k in range(0, len(seqs), CHUNK):
+            got.extend(self.backend.logprobs(seqs[k:k + CHUNK], starts[k:k + CHUNK]))
         it = iter(got)
         for i, p in plans:
             chat_lp = next(it)

@@ -71,7 +71,8 @@ class VllmBackend(LogprobBackend):
         self.timeout_s = timeout_s
         self.name = f"vllm:{label or model}"
 
-    def logprobs(self, seqs: list[list[int]]) -> list[list[float]]:
+    def logprobs(self, seqs: list[list[int]],
+                 starts: list[int] | None = None) -> list[list[float]]:
         """See `LogprobBackend.logprobs`; one completions request per sequence, concurrently."""
         for i, seq in enumerate(seqs):
             if not 2 <= len(seq) <= self.max_tokens:
