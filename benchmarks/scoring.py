@@ -41,19 +41,11 @@ def requests(n: int) -> list[ScoreRequest]:
 def raw_forward(backend: object, seqs: list[list[int]]) -> float:
     """Seconds for the bare model over `seqs`, batched as the backend batches them."""
     t0 = time.perf_counter()
-    if hasattr(backend, "_batches"):  # transformers
+    if hasattr(backend, "padded_batches"):  # transformers
         import torch
 
-        lengths = [len(s) for s in seqs]
-        order = sorted(range(len(seqs)), key=lengths.__getitem__)
         with torch.inference_mode():
-            for batch in backend._batches(order, lengths):
-                width = max(lengths[i] for i in batch)
-                ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, :lengths[i]] = torch.tensor(seqs[i])
-                    mask[row, :lengths[i]] = 1
+            for _, ids, mask in backend.padded_batches(seqs):
                 backend.model(input_ids=ids, attention_mask=mask)
     elif hasattr(backend, "_llm"):  # llama.cpp
         for s in seqs:

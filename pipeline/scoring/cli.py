@@ -24,26 +24,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, PipelineConfig, load_config
+from pipeline.config import ConfigError, PipelineConfig, dump_config, load_config
+from pipeline.jsonl import read_records
 from pipeline.record import Sample
 from pipeline.scoring.base import ScoringError
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{n}: not JSON ({exc})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("response"), str) \
-                    or not isinstance(row.get("instruction", ""), str):
-                raise ConfigError(f"{path}:{n}: a record needs string fields 'instruction' "
-                                  "and 'response' (and an 'id')")
-            rows.append(row)
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = list(read_records(f, str(path)))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row.get("response"), str) \
+                or not isinstance(row.get("instruction", ""), str):
+            raise ConfigError(f"{path} record {n}: a record needs string fields "
+                              "'instruction' and 'response' (and an 'id')")
     return rows
 
 
@@ -104,8 +101,6 @@ def cmd_select(args: argparse.Namespace) -> int:
     stages = [ScoreStage(cfg.select.scorer, reuse=reuse), SelectStep(cfg.select, cfg.seed)]
     result = LocalExecutor().run(stages, samples)
     out.mkdir(parents=True, exist_ok=True)
-    from pipeline.config import dump_config
-
     (out / "config.yaml").write_text(dump_config(cfg))
     stats = {"selected_from": str(run_dir), "scorer": scorer_name(cfg.select.scorer),
              "scores_reused": bool(reuse), "stage_order": [s.name for s in stages],

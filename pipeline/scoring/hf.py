@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,17 +94,29 @@ class HFBackend(LogprobBackend):
         self._head = self.model.get_output_embeddings()
         self._torch = torch
 
-    def _batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
-        batches: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:  # ascending length: the last one of a batch is its longest
-            if cur and lengths[i] * (len(cur) + 1) > self.batch_tokens:
-                batches.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            batches.append(cur)
-        return batches
+    def padded_batches(self, seqs: list[list[int]]) -> Iterator[tuple[list[int], Any, Any]]:
+        """(indices into `seqs`, right-padded ids, attention mask) per forward batch:
+        sequences sorted by length, at most `batch_tokens` padded tokens a batch."""
+        lengths = [len(s) for s in seqs]
+        batch: list[int] = []
+        for i in sorted(range(len(seqs)), key=lengths.__getitem__):
+            # Ascending length: the one being added is the batch's longest.
+            if batch and lengths[i] * (len(batch) + 1) > self.batch_tokens:
+                yield self._pad(batch, seqs)
+                batch = []
+            batch.append(i)
+        if batch:
+            yield self._pad(batch, seqs)
+
+    def _pad(self, batch: list[int], seqs: list[list[int]]) -> tuple[list[int], Any, Any]:
+        torch = self._torch
+        width = max(len(seqs[i]) for i in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, :len(seqs[i])] = torch.tensor(seqs[i])
+            mask[row, :len(seqs[i])] = 1
+        return batch, ids.to(self.device), mask.to(self.device)
 
     def logprobs(self, seqs: list[list[int]],
                  starts: list[int] | None = None) -> list[list[float]]:
@@ -114,17 +127,9 @@ class HFBackend(LogprobBackend):
                                    f"{self.max_tokens}")
         lengths = [len(s) for s in seqs]
         first = [max(1, st) for st in starts] if starts is not None else [1] * len(seqs)
-        order = sorted(range(len(seqs)), key=lengths.__getitem__)
         out: list[list[float]] = [[] for _ in seqs]
         with torch.inference_mode():
-            for batch in self._batches(order, lengths):
-                width = max(lengths[i] for i in batch)
-                ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, :lengths[i]] = torch.tensor(seqs[i])
-                    mask[row, :lengths[i]] = 1
-                ids, mask = ids.to(self.device), mask.to(self.device)
+            for batch, ids, mask in self.padded_batches(seqs):
                 hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 # Only the positions whose next token is wanted go through the vocabulary
                 # projection: the prompt's logits would be computed and thrown away.

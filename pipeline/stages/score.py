@@ -69,10 +69,8 @@ class ScoreStage(Stage):
             if sc.loss is None:
                 s.reject(self.name, RejectReason.UNSCORABLE, sc.error or "no loss")
                 continue
-            values = {"loss": sc.loss, "loss_alone": sc.loss_alone, "ifd": sc.ifd,
-                      "response_tokens": sc.response_tokens,
-                      "score_truncated_tokens": sc.truncated_tokens}
-            s.scores.update({k: float(v) for k, v in values.items() if v is not None})
+            s.scores.update({k: float(v) for k, v in sc.to_dict().items()
+                             if k in SCORE_KEYS and v is not None})
             self.counters["scored"] += 1
             self.counters["scored_tokens"] += sc.response_tokens or 0
             self.counters["truncated"] += sc.truncated_tokens > 0
