@@ -1,4 +1,5 @@
-"""Command line: `python -m pipeline {run,config,sandbox,transform,score,select}`."""
+"""Command line: `python -m pipeline {run,config,sandbox,transform,score,select,
+decontaminate}`."""
 
 from __future__ import annotations
 
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.scoring import cli as scoring_cli
 
     scoring_cli.add_parsers(sub)
+    from pipeline.decontam import cli as decontam_cli
+
+    decontam_cli.add_parser(sub)
     return p
 
 

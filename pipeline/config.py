@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pipeline.config_base import _Section
+from pipeline.decontam.config import DecontamConfig, DedupConfig
 from pipeline.languages import get_language
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SeedsConfig(_Section):
@@ -438,6 +436,10 @@ class PipelineConfig(_Section):
                                        description="Code transformations and bug variants.")
     select: SelectConfig = Field(default_factory=SelectConfig,
                                  description="Loss-based scoring and selection.")
+    decontam: DecontamConfig = Field(default_factory=DecontamConfig,
+                                     description="Benchmark decontamination.")
+    dedup: DedupConfig = Field(default_factory=DedupConfig,
+                               description="Exact and MinHash near-duplicate removal.")
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

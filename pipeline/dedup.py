@@ -71,13 +71,20 @@ class DedupStep(GlobalStep):
     name: ClassVar[str] = "dedup"
     inputs: ClassVar[tuple[str, ...]] = ("instruction",)
 
-    def __init__(self, threshold: float, text_of: Callable[[Sample], str]) -> None:
+    def __init__(self, threshold: float, text_of: Callable[[Sample], str],
+                 against: list[str] | None = None) -> None:
         super().__init__()
         self.threshold = threshold
         self.text_of = text_of
+        self.against = list(against or [])
 
     def process_all(self, samples: list[Sample]) -> list[Sample]:
-        reject_near_duplicates(samples, self.name, self.threshold, self.text_of,
+        pool: list[str] = []
+        if self.against:  # earlier runs' instructions count as taken (dedup.against)
+            from pipeline.dedup_code import previous_rows
+
+            pool = [instruction for _, instruction, _ in previous_rows(self.against)]
+        reject_near_duplicates(samples, self.name, self.threshold, self.text_of, pool=pool,
                                exempt=_variant_or_candidate)
         return samples
 

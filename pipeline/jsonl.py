@@ -27,6 +27,16 @@ def read_records(stream: IO[str], name: str) -> Iterator[Record]:
         yield rec
 
 
+def read_file(path: str) -> list[Record]:
+    """Every record of a JSONL file; ValueError (naming the file, and the line when a
+    record is bad) for a file that cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return list(read_records(f, path))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+
+
 def run_jsonl(src: str, dst: str, produce: Callable[[Iterator[Record]], Iterable[Record]],
               on_record: Callable[[Record], None]) -> int:
     """Stream records from `src` through `produce` into `dst` ('-': stdin/stdout).

@@ -66,6 +66,9 @@ REJECTED_FEATURES = datasets.Features({
     "tests": datasets.Value("string"),
     "execution": _EXEC,
     "scores": [{"name": datasets.Value("string"), "value": datasets.Value("float64")}],
+    # Set for reason `contaminated`: the benchmark, its own task id, the method, its score.
+    "contamination": {"benchmark": datasets.Value("string"), "match": datasets.Value("string"),
+                      "method": datasets.Value("string"), "score": datasets.Value("float64")},
     "model": datasets.Value("string"),
 })
 
@@ -110,8 +113,16 @@ def rejected_row(s: Sample) -> dict[str, Any]:
         "detail": s.reject_detail, "strategy": s.strategy, "parent_id": s.parent_id,
         "seed_ref": s.seed_ref, "instruction": s.instruction, "response": s.response,
         "code": s.code, "tests": s.tests, "execution": _execution(s), "scores": _scores(s),
-        "model": s.model,
+        "contamination": _contamination(s), "model": s.model,
     }
+
+
+def _contamination(s: Sample) -> dict[str, Any] | None:
+    c = s.contamination
+    if not c or not c.get("contaminated"):
+        return None
+    return {"benchmark": c.get("benchmark"), "match": c.get("match"),
+            "method": c.get("method"), "score": c.get("score")}
 
 
 def _to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:

@@ -45,6 +45,8 @@ class RejectReason(str, Enum):
     UNSCORABLE = "unscorable"
     #: Scored, ranked within its group, and below the selection's cut.
     NOT_SELECTED = "not_selected"
+    #: Restates a benchmark problem (sample.contamination: benchmark, match, method, score).
+    CONTAMINATED = "contaminated"
     #: Dropped by a content filter (length, keywords, a failed evolution); the detail says which.
     FILTERED = "filtered"
 
@@ -98,6 +100,9 @@ class Sample:
     execution: Execution | None = None
     scores: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
+    #: The decontamination verdict (benchmark, match, method, score, code: whether the code
+    #: was checked too); None until a decontamination stage has seen the sample.
+    contamination: dict[str, Any] | None = None
     reject_stage: str | None = None
     reject_reason: RejectReason | None = None
     reject_detail: str = ""

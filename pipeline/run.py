@@ -3,10 +3,13 @@
 The stage list is the whole pipeline (see README, "How the pipeline is put together"):
 
     each strategy's generation stages (Self-Instruct: + its cross-actor novelty step)
+    -> decontam_instruction (benchmark leaks, before anything is solved)
     -> solve (instructions of strategies whose record says `solved`)
     -> execute (the sandbox gate) -> pass_counts*
     -> each strategy's post-gate stages (Case2Code: cases, infer, check)
-    -> dedup* (run-wide near-duplicates) -> transform -> variant_gate
+    -> decontam (instruction and verified code, execution against benchmark tests)
+    -> dedup_exact* -> dedup* (ROUGE-L on instructions) -> dedup_minhash* (code)
+    -> transform -> variant_gate
     -> score (loss, loss alone, IFD) -> select* (per-group cut by select.policy)
 
 (* global steps). Which strategies run, and what each adds, comes from their records
@@ -33,7 +36,9 @@ SOURCE_FIELDS = {"id", "strategy", "seed", "seed_ref", "language"}
 
 def build_stages(ctx: BuildContext) -> list[Stage]:
     """The stage list for a config (the module docstring shows its shape)."""
+    from pipeline.decontam.stage import DecontaminateStage
     from pipeline.dedup import DedupStep
+    from pipeline.dedup_code import ExactDedupStep, MinHashDedupStep
     from pipeline.scoring.select import SelectStep
     from pipeline.stages.execute import ExecuteStage
     from pipeline.stages.score import ScoreStage
@@ -45,15 +50,21 @@ def build_stages(ctx: BuildContext) -> list[Stage]:
     chosen = enabled(cfg.generation.strategies)
     solved = frozenset(st.name for st in chosen if st.solved)
     threshold = cfg.generation.dedup_threshold
+    dc, dd = cfg.decontam, cfg.dedup
     stages: list[Stage] = [
         *(stage for st in chosen for stage in st.generate(ctx)),
+        *([DecontaminateStage(dc, phase="instruction")] if dc.enabled and solved else []),
         *([SolveStage(ctx.endpoint, cfg.llm, ctx.cache_path, strategies=solved,
                       n=cfg.generation.solutions_per_instruction, seed=cfg.seed)]
           if solved else []),
         ExecuteStage(cfg.sandbox),
         *([PassCountStep()] if solved else []),
         *(stage for st in chosen for stage in st.verify(ctx)),
-        *([DedupStep(threshold, dedup_text)] if threshold is not None else []),
+        *([DecontaminateStage(dc, cfg.sandbox, phase="code")] if dc.enabled else []),
+        *([ExactDedupStep(dd.against)] if dd.exact else []),
+        *([DedupStep(threshold, dedup_text, dd.against)] if threshold is not None else []),
+        *([MinHashDedupStep(dd.minhash_threshold, dd.num_perm, dd.against)]
+          if dd.minhash_threshold is not None else []),
         *([TransformStage(cfg.transform, seed=cfg.seed),
            VariantGateStage(cfg.sandbox, cfg.transform)] if cfg.transform.enabled else []),
         *([ScoreStage(cfg.select.scorer), SelectStep(cfg.select, cfg.seed)]
@@ -62,6 +73,8 @@ def build_stages(ctx: BuildContext) -> list[Stage]:
     for stage in stages:
         if stage.pool != "score":  # the scorer's batch size is its own setting
             stage.batch_size = batch_size(stage, cfg)
+        if isinstance(stage, DecontaminateStage):
+            stage.batch_size = dc.batch_size
     return stages
 
 

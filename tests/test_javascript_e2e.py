@@ -122,6 +122,7 @@ def test_javascript_run_writes_verified_javascript_rows(seed_dir: Path, tmp_path
     with FakeOpenAIServer(handler=model) as srv:
         cfg = parse_config({
         "select": {"enabled": False},  # selection has its own tests
+        "decontam": {"enabled": False},  # decontamination has its own tests
             "generation": {"language": "javascript"},
             "seeds": {"source": "directory", "path": str(seed_dir), "max_seeds": 10,
                       "min_lines": 3},

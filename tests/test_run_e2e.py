@@ -102,6 +102,7 @@ def model(request: dict[str, Any]) -> Reply:
 def _config(seed_dir: Path, base_url: str, executor: str) -> Any:
     return parse_config({
         "select": {"enabled": False},  # selection has its own tests
+        "decontam": {"enabled": False},  # decontamination has its own tests
         "seeds": {"source": "directory", "path": str(seed_dir), "max_seeds": 10},
         "llm": {"backend": "openai", "base_url": base_url, "model": "fake",
                 "max_retries": 1, "backoff_base_s": 0.01, "abort_after_failures": 2,

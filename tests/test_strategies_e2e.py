@@ -90,6 +90,7 @@ def _all_four(tmp_path: Path, executor: str) -> None:
     with FakeOpenAIServer(handler=model) as srv:
         cfg = parse_config({
         "select": {"enabled": False},  # selection has its own tests
+        "decontam": {"enabled": False},  # decontamination has its own tests
             "seeds": {"source": "directory", "path": str(src), "max_seeds": 1},
             "llm": {"backend": "openai", "base_url": srv.base_url, "model": "fake",
                     "max_retries": 0, "timeout_s": 10},

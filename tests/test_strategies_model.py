@@ -60,6 +60,7 @@ def test_self_instruct_verifies_on_the_default_model(tmp_path: Path) -> None:
 
     cfg = parse_config({
         "select": {"enabled": False},  # selection has its own tests
+        "decontam": {"enabled": False},  # decontamination has its own tests
         "llm": {"max_tokens": 512},
         "generation": {"strategies": ["self_instruct"], "solutions_per_instruction": 3,
                        "self_instruct": {"num_seeds": 4, "target": 8, "rounds": 1}},

@@ -153,6 +153,7 @@ def _config(tmp: Path, llm: dict[str, Any]) -> Path:
                 "timeout_s": 600, **llm},
         "ray": {"executor": "local"},
         "select": {"enabled": False},
+        "decontam": {"enabled": False},
     }))
     return path
 

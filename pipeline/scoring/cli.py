@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import ConfigError, PipelineConfig, dump_config, load_config
-from pipeline.jsonl import read_records
+from pipeline.jsonl import read_file
 from pipeline.record import Sample
 from pipeline.scoring.base import ScoringError
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as f:
-            rows = list(read_records(f, str(path)))
-    except (OSError, ValueError) as exc:
+        rows = read_file(str(path))
+    except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for n, row in enumerate(rows, 1):
         if not isinstance(row.get("response"), str) \
