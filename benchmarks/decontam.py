@@ -53,7 +53,7 @@ def fires(v: Verdict, method: str, cfg: DecontamConfig) -> dict[str, Any] | None
     if ev is None:
         return None
     if method == "execution":
-        return ev
+        return ev if ev["score"] >= cfg.execution_agreement else None
     th = {"ngram": (cfg.ngram_threshold, cfg.ngram_threshold),
           "embedding": (cfg.embedding_threshold, cfg.code_embedding_threshold)}[method]
     for side, t in zip(("instruction", "code"), th, strict=True):
@@ -98,11 +98,12 @@ def table(rows: list[dict[str, Any]], verdicts: list[Verdict], cfg: DecontamConf
 
 def sweep(rows: list[dict[str, Any]], verdicts: list[Verdict], cfg: DecontamConfig) -> None:
     """Candidate thresholds (tune split): recall and FP for each, one method at a time."""
-    grid = {"ngram_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
+    grid = {"execution_agreement": [0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+            "ngram_threshold": [0.3, 0.4, 0.5, 0.6, 0.7],
             "embedding_threshold": [0.6, 0.65, 0.7, 0.72, 0.75, 0.78, 0.8, 0.85],
             "code_embedding_threshold": [0.85, 0.9, 0.92, 0.95, 0.97]}
     for key, values in grid.items():
-        method = "ngram" if key.startswith("ngram") else "embedding"
+        method = key.split("_")[0].replace("code", "embedding")
         for val in values:
             c = cfg.model_copy(update={key: val})
             if key == "embedding_threshold":
@@ -160,11 +161,13 @@ def main() -> None:
             print(json.dumps(table(rows, verdicts, cfg, methods)))
     if args.sweep:
         sweep(rows, verdicts, cfg)
-    missed = [(r["id"], r["kind"], r.get("match"), v.evidence.get("embedding", {}).get("score"))
-              for r, v in zip(rows, verdicts, strict=True)
-              if (decide(v, tuple(cfg.methods), cfg) is None) != (r["kind"] in CLEAN_KINDS)]
-    print(json.dumps({"errors": missed}))
-
+    errors = []
+    for r, v in zip(rows, verdicts, strict=True):
+        hit = decide(v, tuple(cfg.methods), cfg)
+        if (hit is None) != (r["kind"] in CLEAN_KINDS):
+            errors.append([r["id"], r["kind"], r.get("match") or r.get("near"),
+                           hit and f"{hit['benchmark']}:{hit['match']}"])
+    print(json.dumps({"errors (id, kind, labelled or near item, flagged as)": errors}))
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,20 @@
 """Near-duplicate detection of code: vectorised MinHash signatures, `datasketch` LSH.
 
-Tokens (`code_tokens`). Copies of a function that differ by renamed variables,
-re-indentation, re-wrapped lines, comments or string contents give the same tokens:
-identifiers that are not hard keywords or builtins become `ID` (attribute and called names
-too; soft keywords such as `match` are identifiers), numbers `NUM`, string literals
-(docstrings, f-strings) `STR`; whitespace, line breaks, indentation and comments are
-dropped; keywords, builtins and operators stay. Python is lexed by one compiled regex with
-the token rules of the `tokenize` module (the tests pin it to `tokenize` on every MBPP
-solution): about 5x faster than `tokenize` on Python 3.11, whose pure-Python loop alone caps
-1 KB documents below 2,000 docs/s, and the same on every Python version (`tokenize` splits
-f-strings from 3.12 on). Code that is not Python lexically (a character Python has no token
-for, such as `` ` `` `$` `?` or a lone `!`; an unterminated string; unbalanced brackets;
-`) {` or `=>`, never valid Python) goes to a C-like lexer (`//` and `/* */` comments,
-template strings, JavaScript keywords and globals kept), so JavaScript works too;
-`language=` skips the guess.
+Tokens (`code_tokens`). Copies of a function that differ by renamed variables, re-
+indentation, re-wrapped lines, comments or string contents give the same tokens: identifiers
+that are not hard keywords or builtins become `ID` (soft keywords such as `match` are
+identifiers), except attribute names after a dot, which name library behaviour
+(`heapq.nsmallest` vs `heapq.nlargest`) rather than a local choice and are kept; numbers
+become `NUM`, string literals (docstrings, f-strings) `STR`; whitespace, line breaks,
+indentation and comments are dropped; keywords, builtins and operators stay. Python is lexed
+by one compiled regex with the token rules of the `tokenize` module (the tests pin it to
+`tokenize` on every MBPP solution): about 5x faster than `tokenize` on Python 3.11, whose
+pure-Python loop alone caps 1 KB documents below 2,000 docs/s, and the same on every Python
+version (`tokenize` splits f-strings from 3.12 on). Code that is not Python lexically (a
+character Python has no token for, such as `` ` `` `$` `?` or a lone `!`; an unterminated
+string; unbalanced brackets; `) {` or `=>`, never valid Python) goes to a C-like lexer (`//`
+and `/* */` comments, template strings, JavaScript keywords and globals kept), so JavaScript
+works too; `language=` skips the guess.
 
 Signatures (`MinHasher`). Shingles are word n-grams of tokens (`ngram`, default 5): each
 token is hashed with xxh64 (seed 0; never Python's per-process `hash`), a shingle is a
@@ -123,8 +124,20 @@ _NOT_PYTHON = re.compile(r"[^\w\-+*/%&|^@<>=!:;,.()\[\]{}~]|!(?!=)|\)\{|=>")
 
 
 def _lex(pattern: re.Pattern[str], keep: frozenset[str], code: str) -> list[str]:
-    return [name if name in keep else "ID" if name else op or err or ("STR" if s else "NUM")
-            for name, op, s, _num, skip, err in pattern.findall(code) if not skip]
+    out: list[str] = []
+    for name, op, s, _num, skip, err in pattern.findall(code):
+        if skip:
+            continue
+        if name:
+            # An attribute (`heapq.nsmallest` vs `heapq.nlargest`) names library behaviour,
+            # not a local choice: kept, so that two one-liners of the same shape differ.
+            out.append(name if name in keep or (out and out[-1] in _DOTS) else "ID")
+        else:
+            out.append(op or err or ("STR" if s else "NUM"))
+    return out
+
+
+_DOTS = frozenset({".", "?."})
 
 
 def code_tokens(code: str, language: str | None = None) -> list[str]:

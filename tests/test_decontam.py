@@ -36,8 +36,8 @@ def test_builtin_benchmarks_load_every_problem_with_its_tests() -> None:
 
 def test_probe_program_reports_exactly_the_items_a_function_passes() -> None:
     """The program the execution method runs, in a plain interpreter here (the sandbox
-    runs it in the docker tests): a renamed reference solution passes its own item and
-    none of the others."""
+    runs it in the docker tests): a renamed reference solution passes its own item's tests
+    and no other item's, and agrees with the reference on the altered inputs."""
     he, mb = load_humaneval(), load_mbpp()
     for item, others in ((he[2], he[:40]), (mb[10], mb[:60])):
         code = item.code.replace(f"def {item.entry_point}(", "def renamed_solution(")
@@ -46,8 +46,9 @@ def test_probe_program_reports_exactly_the_items_a_function_passes() -> None:
         out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                              timeout=120, check=True).stdout
         [line] = [x for x in out.splitlines() if x.startswith(HITS)]
-        passed = [others[k].task_id for k in json.loads(line[len(HITS):])]
-        assert passed == [item.task_id]
+        hits = json.loads(line[len(HITS):])
+        assert [others[k].task_id for k, _ in hits] == [item.task_id]
+        assert hits[0][1] == 1.0  # it agrees with its reference on every altered input
 
 
 def test_a_benchmark_given_by_path_with_its_field_names(tmp_path: Path) -> None:
@@ -167,3 +168,26 @@ def test_decontaminate_cli_names_a_bad_record(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "record 1: a record needs a string 'instruction'" in proc.stderr
+
+
+def test_differential_check_separates_a_coincidence_from_the_same_function() -> None:
+    """A function that passes a weak benchmark's asserts by coincidence disagrees with the
+    reference once the inputs are altered; the same function written otherwise agrees."""
+    import importlib
+
+    rt = importlib.import_module("pipeline.decontam.probe_runtime")
+
+    def reference(s):  # MBPP 477 style: lower-case a string
+        return s.lower()
+
+    def slugify(s):  # another problem that passes "InValid" -> "invalid"
+        return "-".join(w for w in "".join(c if c.isalnum() else " " for c in s.lower())
+                        .split())
+
+    def lowered(s):
+        return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in s)
+
+    calls = [("InValid",), ("TruE",), ("SenTenCE",)]
+    assert all(slugify(*c) == reference(*c) for c in calls)
+    assert rt.agreement(reference, slugify, calls, 0.5) < 0.8
+    assert rt.agreement(reference, lowered, calls, 0.5) == 1.0

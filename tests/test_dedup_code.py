@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pipeline.dedup_code import ExactDedupStep, MinHashDedupStep, normalise_code
@@ -49,14 +50,13 @@ def test_exact_step_drops_repeats_and_their_variants_keeps_others() -> None:
 
 
 def test_minhash_step_finds_renamed_code_not_distinct_code() -> None:
-    rows = _mbpp(40)
+    # Two of these are `re.findall(<pattern>, text)` one-liners that differ only in the
+    # pattern (strings are normalised): one shape for this normalisation, so one is left out.
+    rows = [r for r in _mbpp(40) if r["task_id"] != 15]
     samples = [_sample(r["text"], r["code"].replace("\r\n", "\n")) for r in rows]
     src = rows[5]["code"].replace("\r\n", "\n")
     renamed = src
-    for old, new in (("(", " ( "),):
-        renamed = renamed.replace(old, new)
-    import re
-
+    renamed = renamed.replace("(", " ( ")
     names = sorted(set(re.findall(r"\b([a-z_][a-z0-9_]*)\b", src)) - {"def", "return",
                    "for", "in", "if", "else", "range", "len", "and", "or", "not", "while",
                    "import", "from", "is", "None", "True", "False", "elif", "lambda"})
@@ -66,8 +66,7 @@ def test_minhash_step_finds_renamed_code_not_distinct_code() -> None:
     step = MinHashDedupStep(threshold=0.8)
     out = step(samples + [copy])
     dropped = [s for s in out if s.rejected]
-    # Exactly the renamed copy (ordering: same strategy and round, so by id; whichever of
-    # the pair comes later is the one dropped).
+    # Exactly one of the pair (same strategy and round: the later id is dropped).
     assert len(dropped) == 1
     assert dropped[0].id in (copy.id, samples[5].id)
     assert "MinHash" in dropped[0].reject_detail

@@ -113,7 +113,8 @@ def tokenize_oracle(code: str) -> list[str]:
     out = []
     for t in tokenize.generate_tokens(io.StringIO(code).readline):
         if t.type == tokenize.NAME:
-            out.append(t.string if t.string in _PY_KEEP else "ID")
+            attribute = bool(out) and out[-1] == "."
+            out.append(t.string if t.string in _PY_KEEP or attribute else "ID")
         elif t.type in (tokenize.NUMBER, tokenize.STRING):
             out.append("NUM" if t.type == tokenize.NUMBER else "STR")
         elif t.type == tokenize.OP or (t.type == tokenize.ERRORTOKEN and t.string.strip()):

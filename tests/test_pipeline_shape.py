@@ -29,6 +29,9 @@ def _config(src: Path, base_url: str, executor: str, **ray: Any) -> Any:
     return parse_config({
         "select": {"enabled": False},  # selection has its own tests
         "decontam": {"enabled": False},  # decontamination has its own tests
+        # The fake model answers different tasks with the same code: code dedup would drop
+        # them across strategies (it has its own tests).
+        "dedup": {"exact": False, "minhash_threshold": None},
         "seeds": {"source": "directory", "path": str(src), "max_seeds": 1},
         "llm": {"backend": "openai", "base_url": base_url, "model": "fake",
                 "max_retries": 0, "timeout_s": 20, "max_in_flight": 2},
@@ -126,6 +129,9 @@ def test_self_instruct_sends_no_solve_request_for_another_actors_task(tmp_path: 
     cfg = parse_config({
         "select": {"enabled": False},  # selection has its own tests
         "decontam": {"enabled": False},  # decontamination has its own tests
+        # The fake model answers different tasks with the same code: code dedup would drop
+        # them across strategies (it has its own tests).
+        "dedup": {"exact": False, "minhash_threshold": None},
         "llm": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "fake",
                 "max_retries": 0, "timeout_s": 20, "max_in_flight": 1},
         "generation": {"strategies": ["self_instruct"], "solutions_per_instruction": 2,

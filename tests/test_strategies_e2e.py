@@ -91,6 +91,9 @@ def _all_four(tmp_path: Path, executor: str) -> None:
         cfg = parse_config({
         "select": {"enabled": False},  # selection has its own tests
         "decontam": {"enabled": False},  # decontamination has its own tests
+        # The fake model answers different tasks with the same code: code dedup would drop
+        # them across strategies (it has its own tests).
+        "dedup": {"exact": False, "minhash_threshold": None},
             "seeds": {"source": "directory", "path": str(src), "max_seeds": 1},
             "llm": {"backend": "openai", "base_url": srv.base_url, "model": "fake",
                     "max_retries": 0, "timeout_s": 10},

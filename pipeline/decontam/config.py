@@ -66,8 +66,12 @@ class DecontamConfig(_Section):
                                        "the instruction with a benchmark problem's text.")
     code_embedding_threshold: float = Field(0.95, gt=0, le=1, description="embedding: "
                                             "cosine of the code with a benchmark solution.")
-    execution_top_k: int = Field(3, ge=1, description="execution: nearest benchmark items "
-                                 "(by instruction and by code) whose tests are run.")
+    execution_top_k: int = Field(3, ge=1, description="execution: nearest items (by "
+                                 "instruction and by code embedding) tried first.")
+    execution_agreement: float = Field(0.8, ge=0, le=1, description="execution: after an "
+                                       "item's tests pass, the share of altered test inputs "
+                                       "on which the code must agree with the item's "
+                                       "reference solution.")
     batch_size: int = Field(64, ge=1, description="Samples per decontamination batch.")
 
     @model_validator(mode="after")

@@ -7,9 +7,11 @@ For each record (`instruction`, optional `code`) and each method in `decontam.me
 - `embedding`: cosine of the instruction's all-MiniLM-L6-v2 embedding with each item's
   problem text (>= `embedding_threshold`), and of the code's with each item's reference
   solution (>= `code_embedding_threshold`).
-- `execution`: the record's function, bound to the item's entry point, run against the
-  item's own tests in the sandbox, for the `execution_top_k` nearest items by instruction
-  and by code embedding (and the best n-gram item): a pass is the same behaviour.
+- `execution`: the record's functions, bound to each benchmark entry point of the same
+  arity, run against the item's own tests in the sandbox, then compared with the item's
+  reference solution on altered inputs (`pipeline/decontam/probe_runtime.py`): passing
+  the tests and agreeing on >= `execution_agreement` of those inputs is the same
+  behaviour. Items nearest by the text methods are tried first.
 
 A record is contaminated when any method fires. The verdict names the first that fired in
 the order ngram, execution, embedding (a copy, then the same behaviour, then the same
@@ -115,9 +117,10 @@ class Decontaminator:
             runs = self.sandbox.check([(r.code, nn) for r, nn in zip(records, near,
                                                                        strict=True)],
                                       self.items)
-            for v, hit in zip(verdicts, runs, strict=True):
+            for v, hit, share in zip(verdicts, runs, self.sandbox.agreement, strict=True):
                 if hit is not None:
-                    v.evidence["execution"] = {**self._item(hit), "score": 1.0, "fired": True}
+                    v.evidence["execution"] = {**self._item(hit), "score": share,
+                                               "fired": share >= cfg.execution_agreement}
         for v in verdicts:
             for method in ORDER:
                 ev = v.evidence.get(method)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pipeline.decontam.benchmarks import BenchmarkItem, quiet_parse
@@ -27,36 +28,47 @@ from pipeline.decontam.benchmarks import BenchmarkItem, quiet_parse
 MAX_FUNCTIONS = 3
 HITS = "DECONTAM_HITS "
 
-_PROBE = """
-import contextlib as _c, io as _io, json as _j, signal as _s
-_ITEMS = _j.loads({items!r})
-def _expired(*_a):
-    raise TimeoutError("decontamination probe time limit")
-_s.signal(_s.SIGALRM, _expired)
-_hits = []
-for _key, _entry, _tests in _ITEMS:
-    _ns = dict(globals())
-    _ns[_entry] = globals()[{function!r}]
+_RUNTIME = Path(__file__).with_name("probe_runtime.py")
+MAX_CALLS = 5
+
+
+def literal_calls(item: BenchmarkItem) -> list[str]:
+    """The literal argument tuples (as repr) of the first calls of the entry point in the
+    item's tests (HumanEval: of `candidate`), for the differential check."""
     try:
-        with _c.redirect_stdout(_io.StringIO()), _c.redirect_stderr(_io.StringIO()):
-            _s.setitimer(_s.ITIMER_REAL, {limit!r})
+        tree = quiet_parse(item.tests)
+    except (SyntaxError, ValueError):
+        return []
+    names = {item.entry_point, "candidate"}
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in names and node.args and not node.keywords:
             try:
-                exec(_tests, _ns)
-            finally:
-                _s.setitimer(_s.ITIMER_REAL, 0)
-    except BaseException:
-        continue
-    _hits.append(_key)
-print({marker!r} + _j.dumps(_hits), flush=True)
-assert isinstance(_hits, list)
-"""
+                args = tuple(ast.literal_eval(a) for a in node.args)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            text = repr(args)
+            if len(text) <= 2000 and text not in out:
+                out.append(text)
+        if len(out) >= MAX_CALLS:
+            break
+    return out
 
 
 def probe_program(function: str, items: list[tuple[int, BenchmarkItem]],
                   limit_s: float) -> str:
-    """Tests that try `function` as each (key, item) and print the keys that passed."""
-    payload = json.dumps([[k, it.entry_point, it.tests] for k, it in items])
-    return _PROBE.format(items=payload, function=function, limit=limit_s, marker=HITS)
+    """Tests that try `function` as each (key, item) and print the keys that hit
+    (`pipeline/decontam/probe_runtime.py`, run in a namespace of its own so that the
+    sample's names cannot clash with it)."""
+    payload = json.dumps([[k, it.entry_point, it.tests, it.code, literal_calls(it)]
+                          for k, it in items])
+    return (f"_decontam_rt = {{'__name__': 'decontam_probe'}}\n"
+            f"exec(compile({_RUNTIME.read_text()!r}, 'decontam_probe.py', 'exec'), "
+            f"_decontam_rt)\n"
+            f"_decontam_hits = _decontam_rt['probe'](globals(), {function!r}, {payload!r}, "
+            f"{limit_s!r}, {HITS!r})\n"
+            f"assert isinstance(_decontam_hits, list)\n")
 
 
 def _functions(code: str) -> list[tuple[str, int, int]]:
@@ -90,16 +102,19 @@ def probe_sandbox(cfg: Any) -> Any:
 class ExecutionChecker:
     """Runs the probes in a `SandboxPool` (started and closed by the owner)."""
 
-    def __init__(self, pool: Any, chunk: int = 128, limit_s: float = 0.5) -> None:
+    def __init__(self, pool: Any, chunk: int = 128, limit_s: float = 0.5,
+                 min_agreement: float = 0.0) -> None:
         self.pool = pool
+        self.min_agreement = min_agreement
         self.chunk = chunk
         self.limit_s = limit_s
         self.counters: Counter[str] = Counter()
 
     def check(self, jobs: list[tuple[str, list[int]]], items: list[BenchmarkItem]
               ) -> list[int | None]:
-        """For each (code, nearest item indexes): the first item, nearest first, whose
-        tests the code passes, or None."""
+        """For each (code, nearest item indexes): the item whose tests the code passes
+        with the highest agreement (>= min_agreement) on altered inputs, nearest first
+        among equals, or None; `self.agreement` holds the hits' agreement."""
         arity = [_arity(it) if it.tests and it.entry_point else -1 for it in items]
         runs: list[tuple[int, str, str]] = []
         order: list[dict[int, int]] = []
@@ -113,6 +128,8 @@ class ExecutionChecker:
                     runs.append((n, code, probe_program(fn, fits[start:start + self.chunk],
                                                         self.limit_s)))
         hits: list[int | None] = [None] * len(jobs)
+        #: Per job, the hit's agreement with the reference on altered inputs.
+        self.agreement: list[float] = [0.0] * len(jobs)
         if not runs:
             return hits
         results = self.pool.run_many((k, code, tests) for k, (_, code, tests)
@@ -121,17 +138,24 @@ class ExecutionChecker:
             self.counters[f"runs_{res.get('status')}"] += 1
             found = _parse_hits(str(res.get("stdout") or "")) \
                 if res.get("status") == "passed" else []
-            for i in found:
-                if hits[n] is None or order[n][i] < order[n][hits[n]]:
-                    hits[n] = i
+            for i, share in found:
+                self.counters["tests_passed_items"] += 1
+                value = 1.0 if share is None else share  # None: the tests' verdict alone
+                if value < self.min_agreement:
+                    self.counters["differential_rejected"] += 1
+                    continue
+                best = self.agreement[n]
+                if hits[n] is None or (value, -order[n][i]) > (best, -order[n][hits[n]]):
+                    hits[n], self.agreement[n] = i, value
         return hits
 
 
-def _parse_hits(stdout: str) -> list[int]:
+def _parse_hits(stdout: str) -> list[tuple[int, float | None]]:
     for line in reversed(stdout.splitlines()):
         if line.startswith(HITS):
             try:
-                return [int(k) for k in json.loads(line[len(HITS):])]
+                return [(int(k), None if a is None else float(a))
+                        for k, a in json.loads(line[len(HITS):])]
             except (ValueError, TypeError):
                 return []
     return []
