@@ -191,3 +191,17 @@ def test_differential_check_separates_a_coincidence_from_the_same_function() -> 
     assert all(slugify(*c) == reference(*c) for c in calls)
     assert rt.agreement(reference, slugify, calls, 0.5) < 0.8
     assert rt.agreement(reference, lowered, calls, 0.5) == 1.0
+
+
+def test_bad_decontam_config_names_the_field_and_the_fix() -> None:
+    from pipeline.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"decontam\.methods\.1: Input should be 'ngram', "
+                                          r"'embedding' or 'execution'"):
+        parse_config({"decontam": {"methods": ["ngram", "fuzzy"]}})
+    with pytest.raises(ConfigError, match="decontam.methods is empty"):
+        parse_config({"decontam": {"methods": []}})
+    with pytest.raises(ConfigError, match="give exactly one of path"):
+        parse_config({"decontam": {"benchmarks": [{"name": "mine"}]}})
+    with pytest.raises(ConfigError, match=r"dedup\.minhash_threshold"):
+        parse_config({"dedup": {"minhash_threshold": 1.5}})
