@@ -17,7 +17,7 @@ from pipeline.config import SandboxConfig
 from pipeline.decontam.benchmarks import load_benchmark, load_humaneval, load_mbpp
 from pipeline.decontam.config import BenchmarkSpec, DecontamConfig
 from pipeline.decontam.detector import Decontaminator, DecontamRecord
-from pipeline.decontam.execution import HITS, probe_program
+from pipeline.decontam.execution import HITS, probe_entry, probe_program
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_probe_program_reports_exactly_the_items_a_function_passes() -> None:
     he, mb = load_humaneval(), load_mbpp()
     for item, others in ((he[2], he[:40]), (mb[10], mb[:60])):
         code = item.code.replace(f"def {item.entry_point}(", "def renamed_solution(")
-        candidates = list(enumerate(others))
+        candidates = [probe_entry(k, it) for k, it in enumerate(others)]
         program = code + "\n" + probe_program("renamed_solution", candidates, 0.5)
         out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                              timeout=120, check=True).stdout

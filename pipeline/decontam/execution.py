@@ -18,6 +18,7 @@ counted (`runs_<status>`), never turned into a verdict.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from collections import Counter
 from pathlib import Path
@@ -56,15 +57,23 @@ def literal_calls(item: BenchmarkItem) -> list[str]:
     return out
 
 
-def probe_program(function: str, items: list[tuple[int, BenchmarkItem]],
-                  limit_s: float) -> str:
-    """Tests that try `function` as each (key, item) and print the keys that hit
-    (`pipeline/decontam/probe_runtime.py`, run in a namespace of its own so that the
-    sample's names cannot clash with it)."""
-    payload = json.dumps([[k, it.entry_point, it.tests, it.code, literal_calls(it)]
-                          for k, it in items])
+@functools.cache
+def _runtime_source() -> str:
+    return _RUNTIME.read_text()
+
+
+def probe_entry(key: int, item: BenchmarkItem) -> list[Any]:
+    """What the probe needs of one item (see probe_runtime.probe)."""
+    return [key, item.entry_point, item.tests, item.code, literal_calls(item)]
+
+
+def probe_program(function: str, entries: list[list[Any]], limit_s: float) -> str:
+    """Tests that try `function` as each item of `entries` (`probe_entry`) and print the
+    keys that hit (`pipeline/decontam/probe_runtime.py`, run in a namespace of its own so
+    that the sample's names cannot clash with it)."""
+    payload = json.dumps(entries)
     return (f"_decontam_rt = {{'__name__': 'decontam_probe'}}\n"
-            f"exec(compile({_RUNTIME.read_text()!r}, 'decontam_probe.py', 'exec'), "
+            f"exec(compile({_runtime_source()!r}, 'decontam_probe.py', 'exec'), "
             f"_decontam_rt)\n"
             f"_decontam_hits = _decontam_rt['probe'](globals(), {function!r}, {payload!r}, "
             f"{limit_s!r}, {HITS!r})\n"
@@ -102,34 +111,44 @@ def probe_sandbox(cfg: Any) -> Any:
 class ExecutionChecker:
     """Runs the probes in a `SandboxPool` (started and closed by the owner)."""
 
-    def __init__(self, pool: Any, chunk: int = 128, limit_s: float = 0.5,
-                 min_agreement: float = 0.0) -> None:
+    def __init__(self, pool: Any, chunk: int = 128, limit_s: float = 0.5) -> None:
         self.pool = pool
-        self.min_agreement = min_agreement
         self.chunk = chunk
         self.limit_s = limit_s
         self.counters: Counter[str] = Counter()
+        #: Per job of the last `check`, the hit's agreement with the reference.
+        self.agreement: list[float] = []
+        self._prepared: tuple[int, list[int | None], list[list[Any]]] | None = None
+
+    def _prepare(self, items: list[BenchmarkItem]) -> tuple[list[int | None], list[list[Any]]]:
+        """Per item, the entry point's arity (-1: no tests to run) and its probe entry,
+        computed once for the item list the checker is used with."""
+        if self._prepared is None or self._prepared[0] != id(items):
+            arity = [_arity(it) if it.tests and it.entry_point else -1 for it in items]
+            self._prepared = (id(items), arity,
+                              [probe_entry(i, it) for i, it in enumerate(items)])
+        return self._prepared[1], self._prepared[2]
 
     def check(self, jobs: list[tuple[str, list[int]]], items: list[BenchmarkItem]
               ) -> list[int | None]:
         """For each (code, nearest item indexes): the item whose tests the code passes
-        with the highest agreement (>= min_agreement) on altered inputs, nearest first
-        among equals, or None; `self.agreement` holds the hits' agreement."""
-        arity = [_arity(it) if it.tests and it.entry_point else -1 for it in items]
+        with the highest agreement on altered inputs, nearest first among equals, or
+        None; `self.agreement` holds the hits' agreement."""
+        arity, entries = self._prepare(items)
         runs: list[tuple[int, str, str]] = []
         order: list[dict[int, int]] = []
         for n, (code, near) in enumerate(jobs):
             ranked = list(dict.fromkeys([*near, *range(len(items))]))
             order.append({i: r for r, i in enumerate(ranked)})
             for fn, lo, hi in (_functions(code) if code else [])[:MAX_FUNCTIONS]:
-                fits = [(i, items[i]) for i in ranked
+                fits = [i for i in ranked
                         if arity[i] != -1 and (arity[i] is None or lo <= arity[i] <= hi)]
                 for start in range(0, len(fits), self.chunk):
-                    runs.append((n, code, probe_program(fn, fits[start:start + self.chunk],
+                    chunk = fits[start:start + self.chunk]
+                    runs.append((n, code, probe_program(fn, [entries[i] for i in chunk],
                                                         self.limit_s)))
         hits: list[int | None] = [None] * len(jobs)
-        #: Per job, the hit's agreement with the reference on altered inputs.
-        self.agreement: list[float] = [0.0] * len(jobs)
+        self.agreement = [0.0] * len(jobs)
         if not runs:
             return hits
         results = self.pool.run_many((k, code, tests) for k, (_, code, tests)
@@ -141,9 +160,6 @@ class ExecutionChecker:
             for i, share in found:
                 self.counters["tests_passed_items"] += 1
                 value = 1.0 if share is None else share  # None: the tests' verdict alone
-                if value < self.min_agreement:
-                    self.counters["differential_rejected"] += 1
-                    continue
                 best = self.agreement[n]
                 if hits[n] is None or (value, -order[n][i]) > (best, -order[n][hits[n]]):
                     hits[n], self.agreement[n] = i, value
