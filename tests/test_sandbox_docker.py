@@ -112,6 +112,30 @@ def test_stale_containers_of_a_crashed_run_are_removed_at_start() -> None:
     assert _labeled(client, f"{POOL_LABEL}=stale") == []
 
 
+def test_a_container_removed_while_cleanup_lists_them_is_not_an_error(monkeypatch) -> None:
+    """Another run's sandbox can finish (auto_remove) between the list and the removal.
+
+    CI once failed at start-up on docker-py's per-container inspect of such a one (404).
+    """
+    client = connect(cfg())
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = client.containers.create(
+        cfg().image, ["sleep", "600"], network_mode="none",
+        labels={LABEL: "1", OWNER_LABEL: f"{_HOST}:{dead.pid}", POOL_LABEL: "vanishing"})
+    real_list = client.api.containers
+
+    def list_then_vanish(*args, **kwargs):
+        found = real_list(*args, **kwargs)
+        gone.remove(force=True)  # the race, for real: it is gone before we act on it
+        return found
+
+    monkeypatch.setattr(client.api, "containers", list_then_vanish)
+    assert cleanup_stale(client) == 0
+    monkeypatch.setattr(client.api, "containers", real_list)
+    assert _labeled(client, f"{POOL_LABEL}=vanishing") == []
+
+
 def test_missing_image_is_a_clear_error_and_a_fatal_stage_error() -> None:
     bad = cfg(image="pipeline-sandbox:does-not-exist")
     with pytest.raises(SandboxUnavailable, match=r"docker build -t pipeline-sandbox:does-not"):

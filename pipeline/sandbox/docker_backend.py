@@ -131,18 +131,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _labelled(client: Any, label: str) -> list[tuple[str, dict[str, str]]]:
+    """(id, labels) of every container with `label`, from one list call.
+
+    docker-py's `containers.list` inspects each container after listing; one that
+    auto_remove deletes in between (another run's sandbox finishing) raises a 404.
+    The list response already carries the labels, so nothing is inspected.
+    """
+    return [(c["Id"], c.get("Labels") or {})
+            for c in client.api.containers(all=True, filters={"label": label})]
+
+
+def _remove(client: Any, container_id: str) -> bool:
+    try:
+        client.api.remove_container(container_id, force=True)
+        return True
+    except Exception as exc:  # 404/409: already gone or going away
+        log.debug("remove %s: %s", container_id[:12], exc)
+        return False
+
+
 def cleanup_stale(client: Any) -> int:
     """Remove sandbox containers left by dead pipeline processes on this host."""
     removed = 0
-    for c in client.containers.list(all=True, filters={"label": LABEL}):
-        host, _, pid = (c.labels.get(OWNER_LABEL) or "").rpartition(":")
+    for cid, labels in _labelled(client, LABEL):
+        host, _, pid = (labels.get(OWNER_LABEL) or "").rpartition(":")
         if host != _HOST or not pid.isdigit() or _pid_alive(int(pid)):
             continue
-        try:
-            c.remove(force=True)
-            removed += 1
-        except Exception as exc:  # already going away
-            log.debug("stale container %s: %s", c.short_id, exc)
+        removed += _remove(client, cid)
     if removed:
         log.warning("removed %d sandbox container(s) left by a crashed run", removed)
     return removed
@@ -152,14 +168,11 @@ def remove_pool(client: Any, pool_id: str, timeout: float = 10.0) -> list[str]:
     """Force-remove every container of a pool; wait until they are gone. Returns leftovers."""
     deadline = time.monotonic() + timeout
     while True:
-        left = client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={pool_id}"})
+        left = [cid for cid, _ in _labelled(client, f"{POOL_LABEL}={pool_id}")]
         if not left or time.monotonic() > deadline:
-            return [c.short_id for c in left]
-        for c in left:
-            try:
-                c.remove(force=True)
-            except Exception as exc:  # 404/409: auto_remove got there first
-                log.debug("remove %s: %s", c.short_id, exc)
+            return [cid[:12] for cid in left]
+        for cid in left:
+            _remove(client, cid)
         time.sleep(0.05)
 
 
