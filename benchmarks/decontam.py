@@ -79,11 +79,17 @@ def table(rows: list[dict[str, Any]], verdicts: list[Verdict], cfg: DecontamConf
         c[1] += hit is not None
         c[2] += hit is not None and (hit["benchmark"], hit["match"]) == (r["benchmark"],
                                                                            r["match"])
-    rewrites = [k for k in found if k not in CLEAN_KINDS]
+    return {"methods": "+".join(methods), **rates(found)}
+
+
+def rates(found: dict[str, list[int]]) -> dict[str, Any]:
+    """Recall per rewrite kind, right-item share and false-positive rates from
+    kind -> [records, flagged, flagged with the labelled item]."""
+    rewrites = sorted(k for k in found if k not in CLEAN_KINDS)
     n_rw = sum(found[k][0] for k in rewrites)
     n_clean = sum(found[k][0] for k in CLEAN_KINDS if k in found)
-    out: dict[str, Any] = {"methods": "+".join(methods)}
-    for k in sorted(rewrites):
+    out: dict[str, Any] = {}
+    for k in rewrites:
         out[f"recall_{k}"] = round(found[k][1] / found[k][0], 3)
     out["recall"] = round(sum(found[k][1] for k in rewrites) / max(n_rw, 1), 3)
     out["right_item"] = round(sum(found[k][2] for k in rewrites) / max(n_rw, 1), 3)
