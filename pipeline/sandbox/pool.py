@@ -24,6 +24,7 @@ from pipeline.languages import LANGUAGES, get_language
 from pipeline.sandbox.channel import RunnerChannel, SandboxDied, SandboxUnavailable
 from pipeline.sandbox.runner.limits import STARVATION_CAP
 from pipeline.sandbox.verdict import public_record, sandbox_error_result
+from pipeline.sandbox.verdict_cache import VerdictCache
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
+        self._cache: VerdictCache | None = None
 
     def __enter__(self) -> SandboxPool:
         self.start()
@@ -79,6 +81,8 @@ class SandboxPool:
             self.outage = str(exc)
             self.close()
             raise
+        if self.cfg.cache and self.cfg.cache_path:
+            self._cache = VerdictCache(self.cfg.cache_path, self._backend.environment())
         self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sandbox")
         warm = list(self._executor.map(self._try_grow, range(self.size)))
         started = [ch for ch in warm if ch is not None]
@@ -170,6 +174,18 @@ class SandboxPool:
         if language != "python":  # Python requests stay as they were
             req["language"] = language
             req["tests"] = get_language(language).sandbox_tests(tests)
+        if self._cache is not None:
+            hit = self._cache.get(req)
+            if hit is not None:
+                self._count("cached")
+                return hit
+            self._cache.started()
+        res = self._execute(req, sample_id)
+        if self._cache is not None:
+            self._cache.put(req, res)
+        return res
+
+    def _execute(self, req: dict[str, Any], sample_id: Any) -> dict[str, Any]:
         host_timeout = self.cfg.timeout_s * STARVATION_CAP + HOST_GRACE_S
         last: SandboxDied | None = None
         for _attempt in range(2):
@@ -224,6 +240,9 @@ class SandboxPool:
                 break
         for ch in chans:
             ch.shutdown()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
         if self._backend is not None:
             leftovers = self._backend.close()
             if leftovers:

@@ -297,6 +297,11 @@ class ProcessBackend:
                     "quota or seccomp filter; prefer backend=docker for untrusted code at "
                     "scale")
 
+    def environment(self) -> str:
+        """What besides the request decides a verdict: the host's Python and Node."""
+        node = shutil.which("node") or ""
+        return f"process:{sys.version}:{node}"
+
     def start_channel(self) -> ProcessChannel:
         ch = ProcessChannel(self.cfg)
         try:

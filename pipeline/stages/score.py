@@ -13,6 +13,7 @@ import logging
 from typing import ClassVar
 
 from pipeline.config import ScorerConfig
+from pipeline.llm.cache import RequestCache, request_key
 from pipeline.record import RejectReason, Sample
 from pipeline.scoring.factory import build_scorer, scorer_name
 from pipeline.scoring.scorer import Scorer, ScoreRequest
@@ -40,12 +41,44 @@ class ScoreStage(Stage):
         #: sample id -> scores made earlier by this same scorer (pipeline select).
         self.reuse = reuse or {}
         self._scorer: Scorer | None = None
+        self._store: RequestCache | None = None
 
     def setup(self) -> None:
         """Nothing yet: the model loads with the first batch that needs it, so a rerun
         whose scores are all reused never loads it."""
 
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_store": None}  # opened in the worker, not shipped
+
+    def _key(self, s: Sample) -> str:
+        return request_key({"scorer": self.scorer_id, "instruction": s.instruction,
+                            "response": s.response})
+
+    def _from_store(self, todo: list[Sample]) -> list[Sample]:
+        """Fill in scores stored by an earlier run (or before a crash); return the rest."""
+        if self._store is None and self.cfg.cache and self.cfg.cache_path:
+            self._store = RequestCache(self.cfg.cache_path)
+        if self._store is None or not todo:
+            return todo
+        found = self._store.get_many([self._key(s) for s in todo])
+        rest = []
+        for s in todo:
+            hit = found.get(self._key(s))
+            if hit is None:
+                rest.append(s)
+                continue
+            s.scores.update({k: hit[k] for k in SCORE_KEYS if k in hit})
+            self.counters["scored"] += 1
+            self.counters["scored_tokens"] += int(hit.get("response_tokens") or 0)
+            self.counters["truncated"] += hit.get("score_truncated_tokens", 0) > 0
+            self.counters["no_ifd"] += bool(hit.get("error"))
+            self.counters["score_cached"] += 1
+        return rest
+
     def teardown(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
         if self._scorer is not None:
             self._scorer.backend.close()
             self._scorer = None
@@ -59,6 +92,7 @@ class ScoreStage(Stage):
                 self.counters["reused"] += 1
             else:
                 todo.append(s)
+        todo = self._from_store(todo)
         if not todo:
             return samples
         if self._scorer is None:
@@ -71,6 +105,9 @@ class ScoreStage(Stage):
                 continue
             s.scores.update({k: float(v) for k, v in sc.to_dict().items()
                              if k in SCORE_KEYS and v is not None})
+            if self._store is not None:
+                self._store.put(self._key(s), {k: s.scores[k] for k in SCORE_KEYS
+                                               if k in s.scores} | {"error": sc.error})
             self.counters["scored"] += 1
             self.counters["scored_tokens"] += sc.response_tokens or 0
             self.counters["truncated"] += sc.truncated_tokens > 0
