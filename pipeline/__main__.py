@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,17 +13,30 @@ from pipeline.config import ConfigError, dump_config, load_config, reference_mar
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.executor.guard import RunLocked
     from pipeline.run import run_pipeline
     from pipeline.stage import FatalStageError
 
     cfg = load_config(args.config)
     out = Path(args.output)
+    extend = Path(args.extend) if args.extend else None
+    if extend is not None and extend.resolve() == out.resolve():
+        raise ConfigError("--extend must name an earlier run's output, not --output itself "
+                          "(rerunning with the same --output already resumes)")
+    if args.dry_run:
+        from pipeline.run import dry_run
+
+        print("\n".join(dry_run(cfg, out, extend)))
+        return 0
     try:
-        stats = run_pipeline(cfg, out)
+        stats = run_pipeline(cfg, out, extend=extend)
+    except RunLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except FatalStageError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        print(f"rerun the same command (same --output {out}) to resume; finished requests "
-              "are served from the cache", file=sys.stderr)
+        print(f"resume: {_resume_command()}  (finished work, LLM replies, sandbox verdicts "
+              f"and scores, is kept in {out} and not done again)", file=sys.stderr)
         return 3
     _print_summary(out, stats)
     unreachable = sum(n for reason, n in stats["rejected_by_reason"].items()
@@ -33,6 +47,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
               "finish it: finished requests are served from the cache", file=sys.stderr)
         return 3
     return 0
+
+
+def _resume_command() -> str:
+    """The command line this process was started with, to run again."""
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "pipeline", *sys.argv[1:]])
 
 
 def _print_summary(out: Path, stats: dict) -> None:
@@ -75,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML config (default: built-in, embedded CPU model)")
     r.add_argument("--output", default="runs/default",
                    help="output directory; rerunning with the same one resumes")
+    r.add_argument("--extend", metavar="PREVIOUS",
+                   help="an earlier run's output: its finished work (LLM replies, sandbox "
+                   "verdicts, scores) is reused, so only what is new is done; the output is "
+                   "the complete dataset")
+    r.add_argument("--dry-run", action="store_true",
+                   help="say what would be redone, stage by stage, and why; run nothing")
     r.set_defaults(func=_cmd_run)
 
     c = sub.add_parser("config", help="print the resolved config or the reference")

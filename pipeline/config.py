@@ -309,6 +309,12 @@ class SandboxConfig(_Section):
     tmpfs_mb: int = Field(64, ge=1, description="Size of the writable /tmp.")
     output_limit_bytes: int = Field(65536, ge=1024, description="stdout/stderr kept per sample.")
     workers: int = Field(2, ge=1, description="Samples run at the same time per sandbox stage.")
+    cache: bool = Field(True, description="Keep every verdict on disk, keyed by the code, the "
+                        "tests, the limits, the image and the runner, so a rerun, a resume or "
+                        "an --extend runs no sample twice (sandbox errors are not kept).")
+    cache_path: str | None = Field(None, description="sqlite file of verdicts; default: "
+                                   "<output>/sandbox_cache.sqlite in a run (the sandbox "
+                                   "command keeps none unless this is set).")
 
 
 class RayConfig(_Section):
@@ -329,6 +335,10 @@ class RayConfig(_Section):
                                     "stage (execution gate, Case2Code, variant gate).")
     cpu_batch_size: int = Field(32, ge=1, description="Samples per batch of a CPU stage "
                                 "(transformations).")
+    stall_timeout_s: float = Field(
+        1800.0, ge=0, description="A run in which no request is answered and no batch finishes "
+        "for this long is stalled: it stops with the command that resumes it. A slow model "
+        "is not a stall (every answered request counts); 0 turns the check off.")
 
 
 class TransformConfig(_Section):
@@ -379,6 +389,10 @@ class ScorerConfig(_Section):
                               "forward batch (bounds the logits' memory).")
     threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores.")
     batch_size: int = Field(64, ge=1, description="Samples per scoring-stage batch.")
+    cache: bool = Field(True, description="Keep every score on disk, keyed by the scorer and "
+                        "the text, so a rerun, a resume or an --extend scores nothing twice.")
+    cache_path: str | None = Field(None, description="sqlite file of scores; default: "
+                                   "<output>/score_cache.sqlite in a run.")
     base_url: str | None = Field(None, description="vllm: the server's /v1 URL.")
     served_model: str | None = Field(None, description="vllm: the model name the server "
                                      "serves; default: select.scorer.model.")

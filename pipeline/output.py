@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import datasets
 
+from pipeline.output_build import Collector, assemble, save, tag_counts, unique_sorted
 from pipeline.record import Sample
 
 datasets.disable_progress_bars()
@@ -125,28 +127,6 @@ def _contamination(s: Sample) -> dict[str, Any] | None:
             "method": c.get("method"), "score": c.get("score")}
 
 
-def _to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
-    # from_list([]) loses the schema; an empty split must still have every column.
-    if not rows:
-        return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
-    return datasets.Dataset.from_list(rows, features=features)
-
-
-def _save(obj: datasets.Dataset | datasets.DatasetDict, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    # datasets writes zero shards for an empty split and then cannot load it back.
-    if isinstance(obj, datasets.DatasetDict):
-        shards = {k: 1 for k, v in obj.items() if v.num_rows == 0} or None
-        if shards:
-            shards = {k: shards.get(k, max(1, v.num_rows // 100_000)) for k, v in obj.items()}
-    else:
-        shards = 1 if obj.num_rows == 0 else None
-    obj.save_to_disk(str(tmp), num_shards=shards)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-
-
 def dedupe(samples: list[Sample]) -> list[Sample]:
     """Drop repeated ids (the same content generated twice), keeping the first."""
     seen: set[str] = set()
@@ -168,40 +148,68 @@ def kept_samples(samples: list[Sample]) -> list[Sample]:
 #: that `pipeline select --from RUN_DIR` can redo the cut without regenerating.
 CANDIDATES = "candidates.jsonl"
 
-
-def write_candidates(out_dir: Path, samples: list[Sample]) -> int:
-    """Write CANDIDATES under `out_dir` (atomically); return how many."""
-    chosen = [s for s in sorted(dedupe(samples), key=lambda s: s.id)
-              if not s.rejected or s.reject_stage in ("score", "select")]
-    tmp = out_dir / (CANDIDATES + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in chosen:
-            f.write(json.dumps(s.to_dict(), ensure_ascii=False) + "\n")
-    tmp.replace(out_dir / CANDIDATES)
-    return len(chosen)
+_CANDIDATE_FEATURES = datasets.Features({"id": datasets.Value("string"),
+                                         "json": datasets.Value("string")})
 
 
-def write_outputs(out_dir: Path, samples: list[Sample], stats: dict[str, Any]) -> dict[str, Any]:
-    """Write dataset, rejected and stats.json under `out_dir`; return the stats written."""
-    samples = sorted(dedupe(samples), key=lambda s: s.id)
-    kept = kept_samples(samples)
-    dropped = [s for s in samples if s.rejected]
-    train = _to_dataset([dataset_row(s) for s in kept], DATASET_FEATURES)
-    _save(datasets.DatasetDict({"train": train}), out_dir / "dataset")
-    rej = _to_dataset([rejected_row(s) for s in dropped], REJECTED_FEATURES)
-    _save(rej, out_dir / "rejected")
-    reasons = Counter(f"{s.reject_stage}/{s.reject_reason.value}" for s in dropped
-                      if s.reject_reason)
-    tokens: dict[str, int] = {}
+def _is_candidate(s: Sample) -> bool:
+    return not s.rejected or s.reject_stage in ("score", "select")
+
+
+def write_outputs(out_dir: Path, samples: Iterable[Sample], stats: dict[str, Any], *,
+                  candidates: bool = False,
+                  finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                  ) -> dict[str, Any]:
+    """Write dataset, rejected (and CANDIDATES) and stats.json under `out_dir`, streaming
+    `samples` once (pipeline/output_build.py: bounded memory, one row per id, id order);
+    `finish` may add to the stats before they are written. Returns the stats written."""
+    build = out_dir / "state" / "build"
+    shutil.rmtree(build, ignore_errors=True)
+    kept = Collector(build / "kept", DATASET_FEATURES)
+    dropped = Collector(build / "rejected", REJECTED_FEATURES)
+    cands = Collector(build / "candidates", _CANDIDATE_FEATURES) if candidates else None
+    tokens: Counter[str] = Counter()
     for s in samples:
         for k, v in s.tokens.items():
-            tokens[k] = tokens.get(k, 0) + int(v)
-    stats = {**stats, "kept": len(kept), "rejected": len(dropped),
-             "rejected_by_reason": dict(sorted(reasons.items())), "tokens": tokens,
-             "kept_by_strategy": dict(Counter(s.strategy for s in kept))}
+            tokens[k] += int(v)
+        blob = json.dumps(s.to_dict(), ensure_ascii=False, sort_keys=True)
+        if s.rejected:
+            dropped.add(rejected_row(s), f"{s.reject_stage}/{s.reject_reason.value}"
+                        if s.reject_reason else "", blob)
+        else:
+            kept.add(dataset_row(s), s.strategy, blob)
+        if cands is not None and _is_candidate(s):
+            cands.add({"id": s.id, "json": blob}, "", blob)
+    cache = build / "hf"
+    keep_kept = unique_sorted(kept.keys())
+    # An id kept once is kept: its rejected copies (the same content, another path) go.
+    keep_dropped = unique_sorted(dropped.keys(), exclude=keep_kept.column("id"))
+    save(datasets.DatasetDict({"train": assemble(kept, keep_kept, cache)}), out_dir / "dataset")
+    save(assemble(dropped, keep_dropped, cache), out_dir / "rejected")
+    if cands is not None:
+        stats = {**stats, "candidates": _write_candidates(out_dir, cands, cache)}
+    reasons = tag_counts(keep_dropped)
+    stats = {**stats, "kept": keep_kept.num_rows, "rejected": keep_dropped.num_rows,
+             "rejected_by_reason": dict(sorted(reasons.items())), "tokens": dict(tokens),
+             "kept_by_strategy": dict(sorted(tag_counts(keep_kept).items()))}
     if stats.get("seeds"):
-        stats["yield"] = round(len(kept) / stats["seeds"], 3)
+        stats["yield"] = round(keep_kept.num_rows / stats["seeds"], 3)
+    if finish is not None:
+        stats = finish(stats)
     tmp = out_dir / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, sort_keys=False) + "\n")
     tmp.replace(out_dir / "stats.json")
+    shutil.rmtree(build, ignore_errors=True)
     return stats
+
+
+def _write_candidates(out_dir: Path, cands: Collector, cache: Path) -> int:
+    keep = unique_sorted(cands.keys())
+    tmp = out_dir / (CANDIDATES + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        if keep.num_rows:
+            for batch in assemble(cands, keep, cache).iter(batch_size=1024):
+                for blob in batch["json"]:
+                    f.write(blob + "\n")
+    tmp.replace(out_dir / CANDIDATES)
+    return keep.num_rows

@@ -103,15 +103,35 @@ def load_sources(ctx: BuildContext) -> tuple[list[Any], set[str]]:
     return sources, provided
 
 
-def make_executor(cfg: PipelineConfig) -> Any:
-    """The executor named in the config."""
+#: The stores of finished work in a run's output (LLM replies, verdicts, scores).
+STORES = {"llm": "llm_cache.sqlite", "sandbox": "sandbox_cache.sqlite",
+          "score": "score_cache.sqlite"}
+
+
+def with_stores(cfg: PipelineConfig, out_dir: Path) -> PipelineConfig:
+    """`cfg` with each unset `cache_path` pointing into `out_dir` (see STORES)."""
+    llm, sandbox = cfg.llm, cfg.sandbox
+    scorer = cfg.select.scorer
+    if llm.cache_path is None:
+        llm = llm.model_copy(update={"cache_path": str(out_dir / STORES["llm"])})
+    if sandbox.cache_path is None:
+        sandbox = sandbox.model_copy(update={"cache_path": str(out_dir / STORES["sandbox"])})
+    if scorer.cache_path is None:
+        scorer = scorer.model_copy(update={"cache_path": str(out_dir / STORES["score"])})
+    select = cfg.select.model_copy(update={"scorer": scorer})
+    return cfg.model_copy(update={"llm": llm, "sandbox": sandbox, "select": select})
+
+
+def make_executor(cfg: PipelineConfig, out_dir: Path | None = None,
+                  on_start: Any = None) -> Any:
+    """The executor named in the config (the Ray one writes its shards under `out_dir`)."""
     if cfg.ray.executor == "local":
         from pipeline.executor.local import LocalExecutor
 
         return LocalExecutor()
     from pipeline.executor.ray_executor import RayExecutor
 
-    return RayExecutor(cfg.ray)
+    return RayExecutor(cfg.ray, work_dir=out_dir, on_start=on_start)
 
 
 def preflight(cfg: PipelineConfig) -> None:
@@ -121,49 +141,131 @@ def preflight(cfg: PipelineConfig) -> None:
     check_image(cfg.sandbox)
 
 
-def run_pipeline(cfg: PipelineConfig, out_dir: Path) -> dict[str, Any]:
-    """Run the whole job into `out_dir`; rerunning with the same `out_dir` resumes.
+def carry_stores(previous: Path, out_dir: Path) -> list[str]:
+    """`--extend PREVIOUS`: copy the stores of finished work that `out_dir` lacks from
+    `previous` (sqlite's backup API: a consistent copy, written aside and moved into
+    place), so everything the previous build did is served from them. Returns the names
+    copied. Nothing is copied into a store that exists: that is a resumed --extend."""
+    import sqlite3
+
+    if not (previous / "config.yaml").is_file():
+        raise FileNotFoundError(f"--extend {previous}: not the output directory of a run "
+                                "(it has no config.yaml)")
+    copied = []
+    for name in STORES.values():
+        src, dest = previous / name, out_dir / name
+        if not src.is_file() or dest.exists():
+            continue
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as a, sqlite3.connect(tmp) as b:
+            a.backup(b)
+        tmp.replace(dest)
+        copied.append(name)
+    return copied
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir: Path,
+                 extend: Path | None = None) -> dict[str, Any]:
+    """Run the whole job into `out_dir`; rerunning with the same `out_dir` resumes, and
+    `extend` (an earlier run's output) reuses everything that run did.
 
     Returns the stats written to `out_dir/stats.json`.
     """
+    from pipeline.executor.guard import RunGuard
+    from pipeline.fingerprint import write_fingerprints
     from pipeline.llm.server import start_backend
-    from pipeline.output import kept_samples, write_outputs
+    from pipeline.output import write_outputs
     from pipeline.stages.strategies import enabled, strategy_summary
 
     t0 = time.perf_counter()
     cfg = resolved(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(dump_config(cfg))
-    preflight(cfg)
-    cache_path = (cfg.llm.cache_path or str(out_dir / "llm_cache.sqlite")) \
-        if cfg.llm.cache else None
-    ctx = BuildContext(cfg=cfg, cache_path=cache_path)
-    sources, provided = load_sources(ctx)
-    with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
-        ctx.endpoint = endpoint
-        stages = build_stages(ctx)
-        check_chain(stages, provided)
-        result = make_executor(cfg).run(stages, sources)
-    chosen = enabled(cfg.generation.strategies)
-    kept = Counter(s.strategy for s in kept_samples(result.samples))
-    stats: dict[str, Any] = {
-        "seeds": len(sources),
-        "seed_snippets": ctx.stats.get("seed_snippets", {}),
-        "model": endpoint.model,
-        "backend": cfg.llm.backend,
-        "executor": cfg.ray.executor,
-        "stage_order": [s.name for s in stages],
-        "stages": result.stage_stats,
-        "wall_time_s": round(time.perf_counter() - t0, 1),
-        "sources": dict(Counter(s.strategy for s in sources)),
-        "by_strategy": strategy_summary(chosen, result.stage_stats, kept),
-    }
-    if ctx.tasks:
-        stats["seed_tasks"] = len(ctx.tasks)
-    if cfg.select.enabled:
-        from pipeline.output import write_candidates
-        from pipeline.scoring.factory import scorer_name
+    with RunGuard(out_dir / "state") as guard:
+        if extend is not None:
+            copied = carry_stores(extend, out_dir)
+            log.info("--extend %s: stores carried over: %s", extend, ", ".join(copied) or
+                     "none (already there)")
+        (out_dir / "config.yaml").write_text(dump_config(cfg))
+        preflight(cfg)
+        cfg = with_stores(cfg, out_dir)
+        ctx = BuildContext(cfg=cfg, cache_path=cfg.llm.cache_path if cfg.llm.cache else None)
+        sources, provided = load_sources(ctx)
+        with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
+            ctx.endpoint = endpoint
+            stages = build_stages(ctx)
+            check_chain(stages, provided)
+            write_fingerprints(out_dir, stages, sources)
+            result = make_executor(cfg, out_dir, guard.add_marker).run(stages, sources)
+        chosen = enabled(cfg.generation.strategies)
+        stats: dict[str, Any] = {
+            "seeds": len(sources),
+            "seed_snippets": ctx.stats.get("seed_snippets", {}),
+            "model": endpoint.model,
+            "backend": cfg.llm.backend,
+            "executor": cfg.ray.executor,
+            "stage_order": [s.name for s in stages],
+            "stages": result.stage_stats,
+            "sources": dict(Counter(s.strategy for s in sources)),
+        }
+        if extend is not None:
+            stats["extends"] = str(extend)
+        if ctx.tasks:
+            stats["seed_tasks"] = len(ctx.tasks)
+        if cfg.select.enabled:
+            from pipeline.scoring.factory import scorer_name
 
-        stats["scorer"] = scorer_name(cfg.select.scorer)
-        stats["candidates"] = write_candidates(out_dir, result.samples)
-    return write_outputs(out_dir, result.samples, stats)
+            stats["scorer"] = scorer_name(cfg.select.scorer)
+
+        def finish(st: dict[str, Any]) -> dict[str, Any]:
+            kept = Counter(st["kept_by_strategy"])
+            return {**st, "by_strategy": strategy_summary(chosen, result.stage_stats, kept),
+                    "wall_time_s": round(time.perf_counter() - t0, 1)}
+
+        return write_outputs(out_dir, result.iter_samples(), stats,
+                             candidates=cfg.select.enabled, finish=finish)
+
+
+def dry_run(cfg: PipelineConfig, out_dir: Path, extend: Path | None = None) -> list[str]:
+    """What `run` would redo, stage by stage, and why (nothing is started or sent)."""
+    import json
+
+    from pipeline.fingerprint import FILE, explain, fingerprints
+    from pipeline.llm.endpoint import LLMEndpoint
+
+    cfg = with_stores(resolved(cfg), out_dir)
+    ctx = BuildContext(cfg=cfg, cache_path=cfg.llm.cache_path if cfg.llm.cache else None)
+    sources, provided = load_sources(ctx)
+    ctx.endpoint = LLMEndpoint(base_url="http://127.0.0.1:0/v1", model=planned_model(cfg))
+    stages = build_stages(ctx)
+    check_chain(stages, provided)
+    base = extend if extend is not None else out_dir
+    old_path = base / FILE
+    old = json.loads(old_path.read_text()) if old_path.is_file() else None
+    lines = [f"dry run: {out_dir}" + (f" extending {extend}" if extend else "") +
+             f"; compared with {old_path if old else 'nothing (no earlier run there)'}"]
+    lines += explain(old, fingerprints(stages, sources))
+    for kind, name in STORES.items():
+        for where in dict.fromkeys([out_dir, base]):
+            if (where / name).is_file():
+                lines.append(f"store {kind}: {_entries(where / name)} entries in "
+                             f"{where / name}")
+    return lines
+
+
+def planned_model(cfg: PipelineConfig) -> str:
+    """The model name requests will carry, without starting the backend."""
+    llm = cfg.llm
+    if llm.model:
+        return llm.model
+    if llm.backend == "embedded":
+        path = llm.embedded.model_path
+        return Path(path).stem if path else llm.embedded.model
+    return "(the server's model)"
+
+
+def _entries(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])

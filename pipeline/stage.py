@@ -54,6 +54,9 @@ class Stage:
 
     def __init__(self) -> None:
         self.counters: Counter[str] = Counter()
+        #: Units of work finished so far in this worker (answered requests...). The Ray
+        #: executor's stall watch reads it: a long batch that ticks is not stalled.
+        self.ticks = 0
 
     def accepts(self, sample: Sample) -> bool:
         """True for the live samples this stage works on; the rest pass through uncounted."""

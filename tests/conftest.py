@@ -87,7 +87,9 @@ def ray_session():
         here = os.path.dirname(os.path.abspath(__file__))
         parts = (here, os.path.dirname(here), os.environ.get("PYTHONPATH"))
         path = os.pathsep.join(p for p in parts if p)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": a Ray instance of the suite's own, never a run's that is going on
+        # on this machine (nor that run joining ours).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()

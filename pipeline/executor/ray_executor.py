@@ -8,14 +8,21 @@ by setting `ray.address`; nothing else changes.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from pipeline.config import RayConfig
 from pipeline.executor import RunResult, merge_counters
+from pipeline.executor.watchdog import Heartbeat, RunStalled, StallWatch
 from pipeline.record import Sample
 from pipeline.stage import FatalStageError, GlobalStep, Stage, stage_stats
 
@@ -33,18 +40,27 @@ def _decode(batch: Any) -> list[Sample]:
 
 
 class _StatsSink:
-    """Collects counters and busy seconds from every stage actor."""
+    """Collects counters and busy seconds from every stage actor, and when anything last
+    finished (a batch, an answered request: see pipeline/executor/watchdog.py)."""
 
     def __init__(self) -> None:
         self.stats: dict[str, dict[str, float]] = {}
+        self.last = time.time()
 
     def add(self, stage: str, counters: dict[str, float]) -> None:
+        self.last = time.time()
         total = self.stats.setdefault(stage, {})
         merge_counters(total, counters)
         # Progress for whoever watches the run: cumulative counts per stage.
         shown = ", ".join(f"{k}={int(v)}" for k, v in sorted(total.items())
                           if k != "busy_seconds")
         print(f"[progress] {stage}: {shown}", flush=True)
+
+    def beat(self, stage: str) -> None:
+        self.last = time.time()
+
+    def idle_s(self) -> float:
+        return time.time() - self.last
 
     def get(self) -> dict[str, dict[str, float]]:
         return self.stats
@@ -58,6 +74,8 @@ class _StageActor:
         self.sink = sink
         self._closed = False
         stage.setup()
+        self._beat = Heartbeat(lambda: getattr(stage, "ticks", 0),
+                               lambda: sink.beat.remote(stage.name))
 
     def __call__(self, batch: Any) -> dict[str, list[Any]]:
         t0 = time.perf_counter()
@@ -71,6 +89,7 @@ class _StageActor:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            self._beat.stop()
             with contextlib.suppress(Exception):
                 self.stage.teardown()
 
@@ -100,11 +119,12 @@ class _GlobalActor:
         stats = stage_stats(stage)
         stats["busy_seconds"] = time.perf_counter() - t0
         yield stats
+        if not out:
+            yield pa.table(_encode([]))
+            return
         size = -(-len(out) // _blocks(len(out)))
         for i in range(0, len(out), size):
             yield pa.table(_encode(out[i:i + size]))
-        if not out:
-            yield pa.table(_encode([]))
 
 
 def _actors_for(stage: Stage, cfg: RayConfig) -> int:
@@ -115,17 +135,35 @@ def _actors_for(stage: Stage, cfg: RayConfig) -> int:
     return 1
 
 
+class ExecutorFailed(FatalStageError):
+    """Ray failed under the run (not a stage): the message says where the logs are."""
+
+
 class RayExecutor:
     """Runs stages on Ray Data; starts a local Ray instance unless `cfg.address` is set.
 
     Per-batch stages become `map_batches` over an actor pool each, streaming into one
     another. A global step cuts the stream: the upstream dataset is executed into the
     object store, its blocks go to one actor (never through the driver) that runs the
-    step, and the step's output, split into blocks again, feeds the next stages.
+    step, and the step's output, split into blocks again, feeds the next stages. The last
+    stage's rows are written by Ray Data to Parquet shards under `work_dir` (a temporary
+    directory without one), so the driver never holds the samples.
+
+    A local instance is this run's own (`address="local"`, a temp dir of its own), so a
+    second run on the machine never joins it; `on_start(temp_dir)` is called before it
+    starts (the run guard marks its processes by that path) and it is shut down at the end.
     """
 
-    def __init__(self, cfg: RayConfig) -> None:
+    def __init__(self, cfg: RayConfig, work_dir: Path | None = None,
+                 on_start: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
+        self.work_dir = work_dir
+        self.on_start = on_start
+        key = str(work_dir.resolve()) if work_dir else f"pid{os.getpid()}"
+        # Short: Ray's unix sockets live under it (a path is at most 107 bytes).
+        self.temp_dir = f"/tmp/pipeline-ray-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+        self._owns_ray = False
+        self._watch: StallWatch | None = None
 
     def _init_ray(self) -> Any:
         import ray
@@ -135,23 +173,56 @@ class RayExecutor:
                                   "ignore_reinit_error": True}
             if self.cfg.address:
                 kw["address"] = self.cfg.address
-            elif self.cfg.num_cpus:
-                kw["num_cpus"] = self.cfg.num_cpus
+            else:
+                kw.update(address="local", _temp_dir=self.temp_dir)
+                if self.cfg.num_cpus:
+                    kw["num_cpus"] = self.cfg.num_cpus
+                if self.on_start is not None:
+                    self.on_start(self.temp_dir)
             ray.init(**kw)
+            self._owns_ray = True
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         if hasattr(ctx, "_enable_actor_pool_on_exit_hook"):
             ctx._enable_actor_pool_on_exit_hook = True  # stage teardown when a pool retires
+        if hasattr(ctx, "execution_no_progress_timeout_s"):
+            ctx.execution_no_progress_timeout_s = -1  # our StallWatch decides instead
+        if hasattr(ctx, "actor_init_retry_on_errors"):
+            ctx.actor_init_retry_on_errors = True  # a transient setup error is retried
         return ray
 
     def run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
         try:
             return self._run(stages, source)
+        except FatalStageError:
+            raise
         except Exception as exc:
             fatal = _find_fatal(exc)
             if fatal is not None:
                 raise fatal from None
-            raise
+            raise ExecutorFailed(self._describe(exc)) from None
+        finally:
+            if self._owns_ray:
+                import ray
+
+                ray.shutdown()
+                self._owns_ray = False
+
+    def _describe(self, exc: BaseException) -> str:
+        """One paragraph for the user; the traceback goes to the log file."""
+        where = "the log above"
+        if self.work_dir is not None:
+            path = self.work_dir / "logs" / "executor.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                f.write("".join(traceback.format_exception(exc)))
+            where = str(path)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        ray_logs = (f"{self.temp_dir}/session_latest/logs" if not self.cfg.address
+                    else "the cluster's session logs")
+        return (f"the Ray executor failed: {type(exc).__name__}: {first}. Traceback: {where}; "
+                f"Ray's logs: {ray_logs}.")
 
     def _run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
         ray = self._init_ray()
@@ -162,36 +233,61 @@ class RayExecutor:
         )
         global_stats: dict[str, dict[str, Any]] = {}
         t0 = time.perf_counter()
-        for stage in stages:
-            if isinstance(stage, GlobalStep):
-                ds = self._global(ray, ds, stage, global_stats)
-                continue
-            ds = ds.map_batches(
-                _StageActor,
-                fn_constructor_args=(stage, sink),
-                batch_size=stage.batch_size,
-                batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(
-                    size=_actors_for(stage, self.cfg),
-                    # An LLM or sandbox batch is long: queue none behind a busy actor
-                    # while another one is idle (or still starting).
-                    max_tasks_in_flight_per_actor=1 if stage.pool != "cpu" else None),
-                num_cpus=stage.num_cpus,
-            )
-        rows = ds.take_all()
+        watch = StallWatch(lambda: ray.get(sink.idle_s.remote(), timeout=60),
+                           self.cfg.stall_timeout_s)
+        shard_dir = self._shard_dir()
+        try:
+            with watch:
+                self._watch = watch
+                for stage in stages:
+                    if isinstance(stage, GlobalStep):
+                        ds = self._global(ray, ds, stage, global_stats, sink)
+                        continue
+                    ds = self._map(ray, ds, stage, sink)
+                ds.write_parquet(str(shard_dir))
+        except KeyboardInterrupt:
+            if watch.fired is None:
+                raise
+            raise RunStalled(f"the run stalled: {watch.fired}. Look at the LLM server and the "
+                             "sandbox; a slower model needs a larger ray.stall_timeout_s.") \
+                from None
         log.info("ray data finished in %.1fs", time.perf_counter() - t0)
-        samples = [Sample.from_dict(json.loads(r["json"])) for r in rows]
         stats = ray.get(sink.get.remote())
         stats.update(global_stats)
         for st in stats.values():
             st["seconds"] = round(st.pop("busy_seconds", 0.0), 3)
-        return RunResult(samples=samples, stage_stats={s.name: stats.get(s.name, {})
-                                                       for s in stages})
+        return RunResult(stage_stats={s.name: stats.get(s.name, {}) for s in stages},
+                         shards=sorted(shard_dir.glob("*.parquet")))
+
+    def _shard_dir(self) -> Path:
+        if self.work_dir is None:
+            path = Path(tempfile.mkdtemp(prefix="pipeline-shards-"))
+        else:
+            path = self.work_dir / "state" / "shards"
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir(parents=True)
+        return path
+
+    def _map(self, ray: Any, ds: Any, stage: Stage, sink: Any) -> Any:
+        return ds.map_batches(
+            _StageActor,
+            fn_constructor_args=(stage, sink),
+            batch_size=stage.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(
+                size=_actors_for(stage, self.cfg),
+                # An LLM or sandbox batch is long: queue none behind a busy actor
+                # while another one is idle (or still starting).
+                max_tasks_in_flight_per_actor=1 if stage.pool != "cpu" else None),
+            num_cpus=stage.num_cpus,
+        )
 
     def _global(self, ray: Any, ds: Any, stage: GlobalStep,
-                stats: dict[str, dict[str, Any]]) -> Any:
+                stats: dict[str, dict[str, Any]], sink: Any) -> Any:
         refs = ds.to_arrow_refs()  # runs everything upstream; the blocks stay in the store
         actor = ray.remote(num_cpus=stage.num_cpus)(_GlobalActor).remote()
+        assert self._watch is not None
+        self._watch.paused = True  # one task: nothing to report until it ends
         try:
             gen = actor.run.options(num_returns="streaming").remote(stage, *refs)
             stats[stage.name] = ray.get(next(gen))
@@ -199,6 +295,8 @@ class RayExecutor:
             ray.wait(blocks, num_returns=len(blocks))
         finally:
             ray.kill(actor)
+            ray.get(sink.beat.remote(stage.name))
+            self._watch.paused = False
         return ray.data.from_arrow_refs(blocks)
 
 

@@ -75,7 +75,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_select(args: argparse.Namespace) -> int:
     from pipeline.executor.local import LocalExecutor
-    from pipeline.output import CANDIDATES, write_candidates, write_outputs
+    from pipeline.output import CANDIDATES, write_outputs
     from pipeline.scoring.factory import scorer_name
     from pipeline.scoring.select import SelectStep
     from pipeline.stages.score import SCORE_KEYS, ScoreStage
@@ -103,9 +103,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     (out / "config.yaml").write_text(dump_config(cfg))
     stats = {"selected_from": str(run_dir), "scorer": scorer_name(cfg.select.scorer),
              "scores_reused": bool(reuse), "stage_order": [s.name for s in stages],
-             "stages": result.stage_stats, "wall_time_s": round(time.perf_counter() - t0, 1),
-             "candidates": write_candidates(out, result.samples)}
-    stats = write_outputs(out, result.samples, stats)
+             "stages": result.stage_stats, "wall_time_s": round(time.perf_counter() - t0, 1)}
+    stats = write_outputs(out, result.samples, stats, candidates=True)
     print(f"selected {stats['kept']} of {len(samples)} candidates ({cfg.select.policy}, "
           f"group_by {cfg.select.group_by}); scores "
           f"{'reused' if reuse else 'computed'} -> {out / 'dataset'}")

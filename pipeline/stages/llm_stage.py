@@ -245,7 +245,9 @@ class LLMStage(Stage):
         try:
             reply = await self._client.chat(messages, request_id=sample.id, **params)
         except LLMRequestError as err:
+            self.ticks += 1
             return [self._on_failure(sample, err)]
+        self.ticks += 1
         if not reply.cached:
             self._consecutive_unreachable = self._consecutive_refused = 0
         self._account(sample, reply)

@@ -1,0 +1,145 @@
+"""What each stage's work depends on, recorded per run, and `run --dry-run`'s account of
+what a rerun or an `--extend` would redo and why.
+
+Finished work is found by its content (pipeline/llm/cache.py, pipeline/sandbox/
+verdict_cache.py, the score store): a request whose prompt, model or parameters changed is
+a new key and is sent again; one that did not is served. So what is redone follows from
+what changed, and this module names it before anything runs. A stage's fingerprint has:
+
+- `config`: its settings (the pydantic sections and plain values it holds, cache paths and
+  batch sizes left out: they change where work is kept or how it is cut, not the result);
+- `model`: the model its requests name;
+- `templates`: the sha256 of each prompt template its code names (`*.jinja2` in the
+  source of its class and of their bases in `pipeline`);
+- `code`: the sha256 of the source of those modules.
+
+`OUTPUT/state/fingerprints.json` holds them with the ids of the source samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.record import Sample
+from pipeline.stage import Stage
+
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+FILE = Path("state") / "fingerprints.json"
+_SKIP = {"counters", "ticks", "report", "observed", "batch_size", "cache_path", "reuse",
+         "endpoint"}
+_TEMPLATE = re.compile(r"[\w/]+\.jinja2")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able view of a setting; None for what is a runtime handle."""
+    if isinstance(value, BaseModel):
+        return _plain(value.model_dump(mode="json"))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if k not in _SKIP}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return None
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def stage_fingerprint(stage: Stage) -> dict[str, Any]:
+    config = {k: _plain(v) for k, v in vars(stage).items()
+              if not k.startswith("_") and k not in _SKIP}
+    modules = {inspect.getmodule(c) for c in type(stage).__mro__
+               if c.__module__.startswith("pipeline.")}
+    sources = sorted((m.__name__, inspect.getsource(m)) for m in modules if m is not None)
+    templates = {}
+    for _, src in sources:
+        for name in _TEMPLATE.findall(src):
+            for path in sorted(PROMPTS.glob(f"**/{Path(name).name}")):
+                templates[str(path.relative_to(PROMPTS))] = _sha(path.read_bytes())
+    endpoint = getattr(stage, "endpoint", None)
+    return {"config": _flat({k: v for k, v in config.items() if v is not None}),
+            "model": getattr(endpoint, "model", None),
+            "templates": dict(sorted(templates.items())),
+            "code": _sha("".join(src for _, src in sources).encode())}
+
+
+def fingerprints(stages: list[Stage], sources: list[Sample]) -> dict[str, Any]:
+    return {"stages": {s.name: stage_fingerprint(s) for s in stages},
+            "order": [s.name for s in stages],
+            "sources": sorted(s.id for s in sources)}
+
+
+def write_fingerprints(out_dir: Path, stages: list[Stage], sources: list[Sample]) -> None:
+    path = out_dir / FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(fingerprints(stages, sources), indent=1))
+    tmp.replace(path)
+
+
+def _why(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for key in sorted(set(old["config"]) | set(new["config"])):
+        a, b = old["config"].get(key), new["config"].get(key)
+        if a != b:
+            out.append(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    if old["model"] != new["model"]:
+        out.append(f"model: {old['model']} -> {new['model']}")
+    for name in sorted(set(old["templates"]) | set(new["templates"])):
+        if old["templates"].get(name) != new["templates"].get(name):
+            out.append(f"prompt template {name} changed")
+    if old["code"] != new["code"] and not out:
+        out.append("its code changed (what it sends is unchanged where its inputs are)")
+    return out
+
+
+def explain(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Lines saying, stage by stage, what a run with `new` would redo against `old`."""
+    if old is None:
+        return ["no earlier fingerprints: everything not already in the stores is done"]
+    lines = []
+    gone = set(old["sources"]) - set(new["sources"])
+    added = len(set(new["sources"]) - set(old["sources"]))
+    lines.append(f"sources: {len(new['sources'])} ({added} new, {len(gone)} no longer "
+                 f"present, {len(new['sources']) - added} reused)")
+    changed = False
+    for name in new["order"]:
+        fp, was = new["stages"][name], old["stages"].get(name)
+        if was is None:
+            lines.append(f"  {name}: new stage: done for every sample")
+            changed = True
+            continue
+        why = _why(was, fp)
+        if why:
+            lines.append(f"  {name}: REDONE for every sample it sees: " + "; ".join(why))
+            changed = True
+        elif changed:
+            lines.append(f"  {name}: unchanged; redone only for samples an earlier change "
+                         "alters (the rest is served from the stores)")
+        else:
+            lines.append(f"  {name}: unchanged: reused" + (", plus the new sources"
+                                                           if added else ""))
+    for name in old["order"]:
+        if name not in new["stages"]:
+            lines.append(f"  {name}: removed")
+    return lines
