@@ -323,7 +323,8 @@ class RayConfig(_Section):
     executor: Literal["ray", "local"] = Field("ray", description="ray: Ray Data; local: one "
                                               "process, no Ray (tests, debugging).")
     address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 "
-                                "or auto); default: start a local instance.")
+                                "or auto); default: $RAY_ADDRESS (set by `ray job submit`), "
+                                "else a local instance of this run's own.")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray instance.")
     llm_actors: int = Field(1, ge=1, description="Ray actors that send LLM requests.")
     sandbox_actors: int = Field(1, ge=1, description="Ray actors that run sandboxes.")

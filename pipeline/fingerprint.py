@@ -6,8 +6,9 @@ verdict_cache.py, the score store): a request whose prompt, model or parameters 
 a new key and is sent again; one that did not is served. So what is redone follows from
 what changed, and this module names it before anything runs. A stage's fingerprint has:
 
-- `config`: its settings (the pydantic sections and plain values it holds, cache paths and
-  batch sizes left out: they change where work is kept or how it is cut, not the result);
+- `config`: its settings (the pydantic sections and plain values it holds; cache paths,
+  batch sizes, server URLs, timeouts and retries left out: they change where work is kept
+  or how it is done, not the result);
 - `model`: the model its requests name;
 - `templates`: the sha256 of each prompt template its code names (`*.jinja2` in the
   source of its class and of their bases in `pipeline`);
@@ -32,8 +33,17 @@ from pipeline.stage import Stage
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 FILE = Path("state") / "fingerprints.json"
-_SKIP = {"counters", "ticks", "report", "observed", "batch_size", "cache_path", "reuse",
-         "endpoint"}
+#: Left out: runtime state, and where work is kept or how it is cut.
+_SKIP = {"counters", "ticks", "report", "observed", "batch_size", "cache_path", "cache",
+         "reuse", "endpoint"}
+#: Per config section, settings that say how work is done, not what it produces: a
+#: request's key has no server URL, timeout or retry count in it; a verdict's has no
+#: daemon address or worker count.
+_HOW = {"LLMConfig": {"base_url", "api_key_env", "max_in_flight", "timeout_s", "max_retries",
+                      "backoff_base_s", "backoff_max_s", "abort_after_failures"},
+        "EmbeddedConfig": {"startup_timeout_s", "max_in_flight"},
+        "VllmConfig": {"startup_timeout_s", "port"},
+        "SandboxConfig": {"docker_host", "workers"}}
 _TEMPLATE = re.compile(r"[\w/]+\.jinja2")
 
 
@@ -44,7 +54,9 @@ def _sha(data: bytes) -> str:
 def _plain(value: Any) -> Any:
     """A JSON-able view of a setting; None for what is a runtime handle."""
     if isinstance(value, BaseModel):
-        return _plain(value.model_dump(mode="json"))
+        how = _HOW.get(type(value).__name__, set())
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields
+                if k not in how and k not in _SKIP}
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items() if k not in _SKIP}
     if isinstance(value, (list, tuple)):

@@ -163,6 +163,7 @@ class RayExecutor:
         # Short: Ray's unix sockets live under it (a path is at most 107 bytes).
         self.temp_dir = f"/tmp/pipeline-ray-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
         self._owns_ray = False
+        self._local = False
         self._watch: StallWatch | None = None
 
     def _init_ray(self) -> Any:
@@ -171,10 +172,14 @@ class RayExecutor:
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                                   "ignore_reinit_error": True}
-            if self.cfg.address:
-                kw["address"] = self.cfg.address
+            # RAY_ADDRESS: the user (or `ray job submit`, for its entrypoint) points at a
+            # cluster; without either, a local instance of this run's own.
+            address = self.cfg.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                kw["address"] = address
             else:
                 kw.update(address="local", _temp_dir=self.temp_dir)
+                self._local = True
                 if self.cfg.num_cpus:
                     kw["num_cpus"] = self.cfg.num_cpus
                 if self.on_start is not None:
@@ -219,8 +224,8 @@ class RayExecutor:
                 f.write("".join(traceback.format_exception(exc)))
             where = str(path)
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        ray_logs = (f"{self.temp_dir}/session_latest/logs" if not self.cfg.address
-                    else "the cluster's session logs")
+        ray_logs = (f"{self.temp_dir}/session_latest/logs" if self._local
+                    else "the cluster's session logs (/tmp/ray/session_latest/logs on the head)")
         return (f"the Ray executor failed: {type(exc).__name__}: {first}. Traceback: {where}; "
                 f"Ray's logs: {ray_logs}.")
 
