@@ -74,6 +74,7 @@ class _StageActor:
         self.sink = sink
         self._closed = False
         stage.setup()
+        sink.beat.remote(stage.name)  # a stage set up is progress too
         self._beat = Heartbeat(lambda: getattr(stage, "ticks", 0),
                                lambda: sink.beat.remote(stage.name))
 

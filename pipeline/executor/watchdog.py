@@ -34,8 +34,9 @@ class StallWatch:
     `poll_s`; past `timeout_s` it records why and interrupts the main thread once."""
 
     def __init__(self, idle_s: Callable[[], float], timeout_s: float,
-                 poll_s: float = 10.0) -> None:
-        self.idle_s, self.timeout_s, self.poll_s = idle_s, timeout_s, poll_s
+                 poll_s: float | None = None) -> None:
+        self.idle_s, self.timeout_s = idle_s, timeout_s
+        self.poll_s = poll_s or min(10.0, max(0.5, timeout_s / 5))
         self.paused = False
         self.fired: str | None = None
         self._stop = threading.Event()
@@ -70,7 +71,7 @@ class Heartbeat:
     """In a stage actor: sends `beat()` whenever `ticks()` has grown, every `every_s`."""
 
     def __init__(self, ticks: Callable[[], int], beat: Callable[[], object],
-                 every_s: float = 5.0) -> None:
+                 every_s: float = 1.0) -> None:
         self._ticks, self._beat, self._every = ticks, beat, every_s
         self._last = ticks()
         self._stop = threading.Event()
