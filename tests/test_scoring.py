@@ -107,3 +107,24 @@ def test_unscorable_sample_is_rejected_with_its_reason() -> None:
     assert by_id["z"].reject_detail == "empty response" and "loss" not in by_id["z"].scores
     assert math.isfinite(by_id["g"].scores["loss"]) and by_id["g"].scores["ifd"] > 0
     assert stage.counters["scored"] == 1 and stage.counters["dropped_unscorable"] == 1
+
+
+def test_scores_are_stored_and_a_rerun_loads_no_model(tmp_path) -> None:
+    """A resume, rerun or --extend finds the scores in the store by scorer and text."""
+    from pipeline.stages.score import ScoreStage
+
+    cfg = ScorerConfig(model="smollm2-135m", threads=2, cache_path=str(tmp_path / "s.sqlite"))
+
+    def batch() -> list[Sample]:
+        return [Sample(id=r.id, instruction=r.instruction, response=r.response) for r in PAIRS]
+
+    first = ScoreStage(cfg)
+    got = first(batch())
+    first.teardown()
+    assert first.counters["scored"] == len(PAIRS) and first.counters["score_cached"] == 0
+    again = ScoreStage(cfg)
+    out = again(batch())
+    assert again._scorer is None  # the model was never loaded
+    assert again.counters["score_cached"] == again.counters["scored"] == len(PAIRS)
+    assert [s.scores for s in out] == [s.scores for s in got]
+    again.teardown()
