@@ -14,7 +14,8 @@ what changed, and this module names it before anything runs. A stage's fingerpri
   source of its class and of their bases in `pipeline`);
 - `code`: the sha256 of the source of those modules.
 
-`OUTPUT/state/fingerprints.json` holds them with the ids of the source samples.
+`OUTPUT/state/fingerprints.json` holds them; `OUTPUT/state/source_ids.txt` the ids of
+the source samples (pipeline/sources_file.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.record import Sample
 from pipeline.stage import Stage
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
@@ -95,17 +95,16 @@ def stage_fingerprint(stage: Stage) -> dict[str, Any]:
             "code": _sha("".join(src for _, src in sources).encode())}
 
 
-def fingerprints(stages: list[Stage], sources: list[Sample]) -> dict[str, Any]:
+def fingerprints(stages: list[Stage]) -> dict[str, Any]:
     return {"stages": {s.name: stage_fingerprint(s) for s in stages},
-            "order": [s.name for s in stages],
-            "sources": sorted(s.id for s in sources)}
+            "order": [s.name for s in stages]}
 
 
-def write_fingerprints(out_dir: Path, stages: list[Stage], sources: list[Sample]) -> None:
+def write_fingerprints(out_dir: Path, stages: list[Stage]) -> None:
     path = out_dir / FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(fingerprints(stages, sources), indent=1))
+    tmp.write_text(json.dumps(fingerprints(stages), indent=1))
     tmp.replace(path)
 
 
@@ -125,15 +124,17 @@ def _why(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
-def explain(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Lines saying, stage by stage, what a run with `new` would redo against `old`."""
+def explain(old: dict[str, Any] | None, new: dict[str, Any], old_ids: list[str],
+            new_ids: list[str]) -> list[str]:
+    """Lines saying, stage by stage, what a run with `new` would redo against `old`
+    (fingerprints), and which sources are new (`*_ids`: source sample ids)."""
     if old is None:
         return ["no earlier fingerprints: everything not already in the stores is done"]
     lines = []
-    gone = set(old["sources"]) - set(new["sources"])
-    added = len(set(new["sources"]) - set(old["sources"]))
-    lines.append(f"sources: {len(new['sources'])} ({added} new, {len(gone)} no longer "
-                 f"present, {len(new['sources']) - added} reused)")
+    gone = len(set(old_ids) - set(new_ids))
+    added = len(set(new_ids) - set(old_ids))
+    lines.append(f"sources: {len(new_ids)} ({added} new, {gone} no longer present, "
+                 f"{len(new_ids) - added} reused)")
     changed = False
     for name in new["order"]:
         fp, was = new["stages"][name], old["stages"].get(name)

@@ -18,6 +18,7 @@ The stage list is the whole pipeline (see README, "How the pipeline is put toget
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import Counter
@@ -176,6 +177,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
     from pipeline.fingerprint import write_fingerprints
     from pipeline.llm.server import start_backend
     from pipeline.output import write_outputs
+    from pipeline.sources_file import prepare_sources, write_outputs_aside
     from pipeline.stages.strategies import enabled, strategy_summary
 
     t0 = time.perf_counter()
@@ -189,13 +191,16 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
         (out_dir / "config.yaml").write_text(dump_config(cfg))
         preflight(cfg)
         cfg = with_stores(cfg, out_dir)
-        ctx = BuildContext(cfg=cfg, cache_path=cfg.llm.cache_path if cfg.llm.cache else None)
-        sources, provided = load_sources(ctx)
+        sources = prepare_sources(cfg, out_dir / "state")  # on disk, not in this process
+        for name, n in sources.by_strategy.items():
+            log.info("%s: %d source samples", name, n)
+        ctx = BuildContext(cfg=cfg, cache_path=cfg.llm.cache_path if cfg.llm.cache else None,
+                           tasks=sources.tasks, stats=sources.stats)
         with start_backend(cfg.llm, log_dir=out_dir) as endpoint:
             ctx.endpoint = endpoint
             stages = build_stages(ctx)
-            check_chain(stages, provided)
-            write_fingerprints(out_dir, stages, sources)
+            check_chain(stages, sources.provided)
+            write_fingerprints(out_dir, stages)
             result = make_executor(cfg, out_dir, guard.add_marker).run(stages, sources)
         chosen = enabled(cfg.generation.strategies)
         stats: dict[str, Any] = {
@@ -206,7 +211,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
             "executor": cfg.ray.executor,
             "stage_order": [s.name for s in stages],
             "stages": result.stage_stats,
-            "sources": dict(Counter(s.strategy for s in sources)),
+            "sources": sources.by_strategy,
         }
         if extend is not None:
             stats["extends"] = str(extend)
@@ -216,22 +221,25 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
             from pipeline.scoring.factory import scorer_name
 
             stats["scorer"] = scorer_name(cfg.select.scorer)
-
-        def finish(st: dict[str, Any]) -> dict[str, Any]:
-            kept = Counter(st["kept_by_strategy"])
-            return {**st, "by_strategy": strategy_summary(chosen, result.stage_stats, kept),
-                    "wall_time_s": round(time.perf_counter() - t0, 1)}
-
-        return write_outputs(out_dir, result.iter_samples(), stats,
-                             candidates=cfg.select.enabled, finish=finish)
+        if result.shards:  # assembled in a child: the rows never pass through this process
+            stats = write_outputs_aside(out_dir, result.shards, stats, cfg.select.enabled)
+        else:
+            stats = write_outputs(out_dir, result.iter_samples(), stats,
+                                  candidates=cfg.select.enabled)
+        kept = Counter(stats["kept_by_strategy"])
+        stats.update(by_strategy=strategy_summary(chosen, result.stage_stats, kept),
+                     wall_time_s=round(time.perf_counter() - t0, 1))
+        tmp = out_dir / "stats.json.tmp"
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.replace(out_dir / "stats.json")
+        return stats
 
 
 def dry_run(cfg: PipelineConfig, out_dir: Path, extend: Path | None = None) -> list[str]:
     """What `run` would redo, stage by stage, and why (nothing is started or sent)."""
-    import json
-
     from pipeline.fingerprint import FILE, explain, fingerprints
     from pipeline.llm.endpoint import LLMEndpoint
+    from pipeline.sources_file import read_ids
 
     cfg = with_stores(resolved(cfg), out_dir)
     ctx = BuildContext(cfg=cfg, cache_path=cfg.llm.cache_path if cfg.llm.cache else None)
@@ -244,7 +252,8 @@ def dry_run(cfg: PipelineConfig, out_dir: Path, extend: Path | None = None) -> l
     old = json.loads(old_path.read_text()) if old_path.is_file() else None
     lines = [f"dry run: {out_dir}" + (f" extending {extend}" if extend else "") +
              f"; compared with {old_path if old else 'nothing (no earlier run there)'}"]
-    lines += explain(old, fingerprints(stages, sources))
+    lines += explain(old, fingerprints(stages), read_ids(base / "state" / "source_ids.txt"),
+                     sorted(s.id for s in sources))
     for kind, name in STORES.items():
         for where in dict.fromkeys([out_dir, base]):
             if (where / name).is_file():

@@ -233,10 +233,13 @@ class RayExecutor:
     def _run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
         ray = self._init_ray()
         sink = ray.remote(num_cpus=0)(_StatsSink).remote()
-        ds = ray.data.from_items(
-            [{"id": s.id, "json": json.dumps(s.to_dict(), ensure_ascii=False)} for s in source],
-            override_num_blocks=_blocks(len(source)),
-        )
+        path = getattr(source, "path", None)
+        if path is not None:  # a SourceFile: read by Ray, never loaded here
+            ds = ray.data.read_parquet(str(path), override_num_blocks=_blocks(len(source)))
+        else:
+            ds = ray.data.from_items(
+                [{"id": s.id, "json": json.dumps(s.to_dict(), ensure_ascii=False)}
+                 for s in source], override_num_blocks=_blocks(len(source)))
         global_stats: dict[str, dict[str, Any]] = {}
         t0 = time.perf_counter()
         watch = StallWatch(lambda: ray.get(sink.idle_s.remote(), timeout=60),
