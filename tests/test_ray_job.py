@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_run_e2e import SEED_FILES, _config, model
+from tests.procs import processes_naming
+from tests.test_run_e2e import _config, model, write_seeds
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
 
@@ -39,12 +40,7 @@ def _take_down(head: subprocess.Popen[bytes], temp_dir: str) -> None:
     procs = []
     with contextlib.suppress(psutil.Error):
         procs = psutil.Process(head.pid).children(recursive=True)
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp_dir in part for part in p.info["cmdline"] or []):
-                procs.append(p)
-        except psutil.Error:
-            continue
+    procs += processes_naming(temp_dir)
     for p in [*procs, psutil.Process(head.pid)]:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGKILL)
@@ -52,10 +48,7 @@ def _take_down(head: subprocess.Popen[bytes], temp_dir: str) -> None:
 
 
 def test_ray_job_submit_runs_the_build_on_the_cluster(tmp_path: Path) -> None:
-    seeds = tmp_path / "src"
-    seeds.mkdir()
-    for name, text in SEED_FILES.items():
-        (seeds / name).write_text(text.lstrip())
+    seeds = write_seeds(tmp_path / "src")
     gcs, dash, agent = _free_port(), _free_port(), _free_port()
     temp_dir = f"/tmp/pl-job-{os.getpid()}"
     # Token authentication on both sides (Ray's secure default for a cluster; the token is

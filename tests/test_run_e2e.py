@@ -112,13 +112,17 @@ def _config(seed_dir: Path, base_url: str, executor: str) -> Any:
     })
 
 
+def write_seeds(root: Path, files: dict[str, str] = SEED_FILES) -> Path:
+    """Write seed source files (relative path -> text) under `root`; returns `root`."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text.lstrip())
+    return root
+
+
 @pytest.fixture
 def seed_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    for name, text in SEED_FILES.items():
-        (d / name).write_text(text.lstrip())
-    return d
+    return write_seeds(tmp_path / "src")
 
 
 def _check_outputs(out: Path, stats: dict[str, Any]) -> None:

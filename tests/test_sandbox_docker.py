@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,14 +101,18 @@ def test_stage_teardown_leaves_no_containers() -> None:
     assert _labeled(client, f"{POOL_LABEL}={pool_id}") == []
 
 
-def test_stale_containers_of_a_crashed_run_are_removed_at_start() -> None:
-    client = connect(cfg())
+def _orphan(client: Any, pool: str) -> Any:
+    """A created (not started) sandbox container whose owner process is dead."""
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = client.containers.create(
+    return client.containers.create(
         cfg().image, ["sleep", "600"], network_mode="none",
-        labels={LABEL: "1", OWNER_LABEL: f"{_HOST}:{dead.pid}", POOL_LABEL: "stale"})
-    stale.start()
+        labels={LABEL: "1", OWNER_LABEL: f"{_HOST}:{dead.pid}", POOL_LABEL: pool})
+
+
+def test_stale_containers_of_a_crashed_run_are_removed_at_start() -> None:
+    client = connect(cfg())
+    _orphan(client, "stale").start()
     assert cleanup_stale(client) >= 1
     assert _labeled(client, f"{POOL_LABEL}=stale") == []
 
@@ -118,11 +123,7 @@ def test_a_container_removed_while_cleanup_lists_them_is_not_an_error(monkeypatc
     CI once failed at start-up on docker-py's per-container inspect of such a one (404).
     """
     client = connect(cfg())
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    gone = client.containers.create(
-        cfg().image, ["sleep", "600"], network_mode="none",
-        labels={LABEL: "1", OWNER_LABEL: f"{_HOST}:{dead.pid}", POOL_LABEL: "vanishing"})
+    gone = _orphan(client, "vanishing")
     real_list = client.api.containers
 
     def list_then_vanish(*args, **kwargs):
