@@ -43,8 +43,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                       if reason.endswith("/llm_unreachable"))
     if unreachable:  # fewer than llm.abort_after_failures in a row, but the data is missing
         print(f"error: {unreachable} sample(s) could not reach the model server, so the "
-              f"dataset is incomplete; rerun the same command (same --output {out}) to "
-              "finish it: finished requests are served from the cache", file=sys.stderr)
+              "dataset is incomplete", file=sys.stderr)
+        print(f"resume: {_resume_command()}  (finishes it: finished requests are served "
+              f"from the cache in {out})", file=sys.stderr)
         return 3
     return 0
 
@@ -55,7 +56,9 @@ def _resume_command() -> str:
 
 
 def _print_summary(out: Path, stats: dict) -> None:
-    print(f"dataset: {out / 'dataset'}  (datasets.load_from_disk; split 'train')")
+    splits = ", ".join(f"{k} {v}" for k, v in stats.get("kept_by_split", {}).items())
+    print(f"dataset: {out / 'dataset'}  (datasets.load_from_disk; {splits or 'train'}); "
+          f"card: {out / 'dataset' / 'README.md'}; report: {out / 'report.html'}")
     print(f"kept {stats['kept']} of {stats['seeds']} seeds (yield {stats.get('yield', 0)}), "
           f"rejected {stats['rejected']} -> {out / 'rejected'}")
     for reason, n in stats["rejected_by_reason"].items():
@@ -77,6 +80,31 @@ def _print_summary(out: Path, stats: dict) -> None:
     print(f"wall time {stats['wall_time_s']} s; stats: {out / 'stats.json'}")
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.report import summary_lines, write_report
+
+    out = Path(args.output)
+    if not (out / "stats.json").is_file():
+        raise ConfigError(f"{out} holds no finished run (no stats.json): name a directory "
+                          "`python -m pipeline run --output` wrote")
+    print("\n".join(summary_lines(out)))
+    if args.report:
+        print(f"report: {write_report(out)}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pipeline.export import export
+
+    try:
+        paths = export(Path(args.output), args.format, Path(args.dest) if args.dest else None)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
         print(reference_markdown())
@@ -87,7 +115,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="debug logging, and Ray's own messages (execution plans, its workers' "
+                   "output), which are otherwise only in Ray's log files")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the whole job and write a dataset")
@@ -101,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="say what would be redone, stage by stage, and why; run nothing")
     r.set_defaults(func=_cmd_run)
+
+    i = sub.add_parser("inspect", help="print a finished run's summary (what report.html "
+                       "shows): funnel, rejection reasons, losses, stage throughput")
+    i.add_argument("output", help="a run's output directory")
+    i.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report.html again")
+    i.set_defaults(func=_cmd_inspect)
+
+    e = sub.add_parser("export", help="write each split of a run's dataset as JSON Lines or "
+                       "Parquet, for tools that do not read `datasets` directories")
+    e.add_argument("output", metavar="OUTPUT", help="a run's --output directory")
+    e.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    e.add_argument("--dest", help="folder for <split>.<format> (default: OUTPUT/export)")
+    e.set_defaults(func=_cmd_export)
 
     c = sub.add_parser("config", help="print the resolved config or the reference")
     c.add_argument("--config", help="YAML config to resolve (default: built-in)")
@@ -123,10 +167,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_logging(verbose: bool) -> None:
+    """Plain timestamped lines; on a terminal they go through the progress display's
+    console, so that they print above it instead of through it."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from pipeline.progress import CONSOLE
+
+        logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="%H:%M:%S",
+                            handlers=[RichHandler(console=CONSOLE, show_path=False)])
+    else:
+        logging.basicConfig(level=level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one line per HTTP request is noise at this level
+        for name in ("httpx", "httpx2", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -436,6 +436,21 @@ class SelectConfig(_Section):
         return self
 
 
+class OutputConfig(_Section):
+    """What is written under --output besides the rows: the split and the dataset card."""
+
+    validation_share: float = Field(
+        0.05, ge=0, lt=1, description="Share of kept rows put in a `validation` split, "
+        "chosen by a hash of the row's id alone: the same id is always in the same split, in "
+        "every run and every --extend, and raising the share only moves rows from train to "
+        "validation. 0: no validation split (the dataset has `train` only).")
+    license: str = Field(
+        "unknown", pattern=r"^[a-z0-9][a-z0-9.+-]*$",
+        description="Hub license id written to the dataset card "
+        "(DIR/dataset/README.md), e.g. apache-2.0, cc-by-4.0, other: the terms depend on the "
+        "model that wrote the samples and on the seeds, which the pipeline cannot know.")
+
+
 class PipelineConfig(_Section):
     """A whole run."""
 
@@ -455,6 +470,8 @@ class PipelineConfig(_Section):
                                      description="Benchmark decontamination.")
     dedup: DedupConfig = Field(default_factory=DedupConfig,
                                description="Exact and MinHash near-duplicate removal.")
+    output: OutputConfig = Field(default_factory=OutputConfig,
+                                 description="The validation split and the dataset card.")
 
     @model_validator(mode="after")
     def _check(self) -> PipelineConfig:

@@ -1,9 +1,11 @@
 """Write a run's results: the dataset, the rejected samples and stats.json.
 
-`DIR/dataset` is a `datasets.DatasetDict` (split `train`) whose `messages` column loads
-straight into TRL's SFTTrainer; `DIR/rejected` holds every dropped sample with its stage
-and reason; `DIR/stats.json` counts everything. Each is written to a temp path and moved
-into place, so an interrupted write never leaves half a dataset behind.
+`DIR/dataset` is a `datasets.DatasetDict` (splits `train` and, unless
+`output.validation_share` is 0, `validation`, dealt by a hash of the id: see
+pipeline/output_build.py) whose `messages` column loads straight into TRL's SFTTrainer;
+`DIR/rejected` holds every dropped sample with its stage and reason; `DIR/stats.json`
+counts everything. Each is written to a temp path and moved into place, so an interrupted
+write never leaves half a dataset behind.
 """
 
 from __future__ import annotations
@@ -11,13 +13,21 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from pipeline.output_build import Collector, assemble, save, tag_counts, unique_sorted
+from pipeline.config import OutputConfig
+from pipeline.output_build import (
+    Collector,
+    assemble,
+    save,
+    split_keys,
+    tag_counts,
+    unique_sorted,
+)
 from pipeline.record import Sample
 
 datasets.disable_progress_bars()
@@ -127,23 +137,6 @@ def _contamination(s: Sample) -> dict[str, Any] | None:
             "method": c.get("method"), "score": c.get("score")}
 
 
-def dedupe(samples: list[Sample]) -> list[Sample]:
-    """Drop repeated ids (the same content generated twice), keeping the first."""
-    seen: set[str] = set()
-    out = []
-    for s in samples:
-        if s.id in seen:
-            continue
-        seen.add(s.id)
-        out.append(s)
-    return out
-
-
-def kept_samples(samples: list[Sample]) -> list[Sample]:
-    """The samples that make the dataset: live ones, each id once, in id order."""
-    return [s for s in sorted(dedupe(samples), key=lambda s: s.id) if not s.rejected]
-
-
 #: Every sample that reached the scoring stage (kept, not selected, unscorable), whole, so
 #: that `pipeline select --from RUN_DIR` can redo the cut without regenerating.
 CANDIDATES = "candidates.jsonl"
@@ -156,13 +149,24 @@ def _is_candidate(s: Sample) -> bool:
     return not s.rejected or s.reject_stage in ("score", "select")
 
 
+def _stable_content(d: dict[str, Any]) -> str:
+    """A sample's content without what differs between two identical runs (execution
+    time): of rows with one id, the collectors keep the one whose content hashes lowest,
+    and that must not depend on how fast a sandbox was."""
+    execution = d.get("execution")
+    if isinstance(execution, dict) and "duration_s" in execution:
+        d = {**d, "execution": {k: v for k, v in execution.items() if k != "duration_s"}}
+    return json.dumps(d, ensure_ascii=False, sort_keys=True)
+
+
 def write_outputs(out_dir: Path, samples: Iterable[Sample], stats: dict[str, Any], *,
                   candidates: bool = False,
-                  finish: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                  ) -> dict[str, Any]:
+                  output: OutputConfig | None = None) -> dict[str, Any]:
     """Write dataset, rejected (and CANDIDATES) and stats.json under `out_dir`, streaming
-    `samples` once (pipeline/output_build.py: bounded memory, one row per id, id order);
-    `finish` may add to the stats before they are written. Returns the stats written."""
+    `samples` once (pipeline/output_build.py: bounded memory, one row per id, id order).
+    `output` (default: the config's defaults) gives the validation share. Returns the
+    stats written: `kept` counts every split, `kept_by_split` each."""
+    share = (output or OutputConfig()).validation_share
     build = out_dir / "state" / "build"
     shutil.rmtree(build, ignore_errors=True)
     kept = Collector(build / "kept", DATASET_FEATURES)
@@ -172,30 +176,35 @@ def write_outputs(out_dir: Path, samples: Iterable[Sample], stats: dict[str, Any
     for s in samples:
         for k, v in s.tokens.items():
             tokens[k] += int(v)
-        blob = json.dumps(s.to_dict(), ensure_ascii=False, sort_keys=True)
+        d = s.to_dict()
+        blob = json.dumps(d, ensure_ascii=False, sort_keys=True)
+        key = _stable_content(d)
         if s.rejected:
             dropped.add(rejected_row(s), f"{s.reject_stage}/{s.reject_reason.value}"
-                        if s.reject_reason else "", blob)
+                        if s.reject_reason else "", key)
         else:
-            kept.add(dataset_row(s), s.strategy, blob)
+            kept.add(dataset_row(s), s.strategy, key)
         if cands is not None and _is_candidate(s):
-            cands.add({"id": s.id, "json": blob}, "", blob)
+            cands.add({"id": s.id, "json": blob}, "", key)
     cache = build / "hf"
     keep_kept = unique_sorted(kept.keys())
     # An id kept once is kept: its rejected copies (the same content, another path) go.
     keep_dropped = unique_sorted(dropped.keys(), exclude=keep_kept.column("id"))
-    save(datasets.DatasetDict({"train": assemble(kept, keep_kept, cache)}), out_dir / "dataset")
+    splits = split_keys(keep_kept, share)
+    save(datasets.DatasetDict({name: assemble(kept, keys, cache) for name, keys in splits.items()}),
+         out_dir / "dataset")
     save(assemble(dropped, keep_dropped, cache), out_dir / "rejected")
     if cands is not None:
         stats = {**stats, "candidates": _write_candidates(out_dir, cands, cache)}
     reasons = tag_counts(keep_dropped)
     stats = {**stats, "kept": keep_kept.num_rows, "rejected": keep_dropped.num_rows,
              "rejected_by_reason": dict(sorted(reasons.items())), "tokens": dict(tokens),
-             "kept_by_strategy": dict(sorted(tag_counts(keep_kept).items()))}
+             "kept_by_strategy": dict(sorted(tag_counts(keep_kept).items())),
+             "kept_by_split": {name: keys.num_rows for name, keys in splits.items()},
+             "kept_by_split_strategy": {name: dict(sorted(tag_counts(keys).items()))
+                                        for name, keys in splits.items()}}
     if stats.get("seeds"):
         stats["yield"] = round(keep_kept.num_rows / stats["seeds"], 3)
-    if finish is not None:
-        stats = finish(stats)
     tmp = out_dir / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, sort_keys=False) + "\n")
     tmp.replace(out_dir / "stats.json")

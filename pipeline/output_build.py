@@ -8,6 +8,11 @@ a tag (the strategy, or stage/reason). `assemble` then sorts those keys, keeps o
 id (the same content generated twice has the same id; of rows that differ, the smallest
 content hash, so the choice does not depend on the order Ray delivered them) and loads the
 parts with `datasets` in that order. The driver holds about 40 bytes per row, never a row.
+
+`split_keys` deals the kept rows into `train` and `validation` by a hash of the id alone
+(`split_of`), so a row's split depends on nothing else: not the run, the seed, the other
+rows or the order they came in. A rebuild, a resume or an `--extend` puts every id where it
+was, and raising the share only moves rows from train to validation.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -102,6 +108,38 @@ def assemble(col: Collector, keep: pa.Table, cache_dir: Path) -> datasets.Datase
     ds = datasets.Dataset.from_parquet(str(col.path), features=col.features,
                                        cache_dir=str(cache_dir))
     return ds.select(keep.column("i").to_numpy())
+
+
+#: Salt of the split hash, so that a row's split is independent of anything else the id's
+#: digits pick (tie-breaks, shards). Changing it reshuffles every dataset's splits: don't.
+_SPLIT_SALT = b"pipeline/split/v1:"
+_SPLIT_BATCH = 65536
+
+
+def _split_points(ids: list[str]) -> np.ndarray:
+    """Each id's point in [0, 1): the top 53 bits of a salted sha256 (exact as a float)."""
+    bits = [int.from_bytes(hashlib.sha256(_SPLIT_SALT + i.encode("utf-8")).digest()[:8],
+                           "big") >> 11 for i in ids]
+    return np.array(bits, dtype=np.float64) / 2.0**53
+
+
+def split_of(sample_id: str, validation_share: float) -> str:
+    """`validation` for ids whose hash point falls below `validation_share`, else `train`."""
+    return "validation" if _split_points([sample_id])[0] < validation_share else "train"
+
+
+def split_keys(keep: pa.Table, validation_share: float) -> dict[str, pa.Table]:
+    """`keep` (from `unique_sorted`) dealt into `train` and `validation` by `split_of`, each
+    in id order; with a share of 0, `train` alone (no validation split at all)."""
+    if validation_share <= 0:
+        return {"train": keep}
+    mask = np.zeros(keep.num_rows, dtype=bool)
+    ids = keep.column("id")
+    for start in range(0, keep.num_rows, _SPLIT_BATCH):  # never every id as a str at once
+        chunk = ids.slice(start, _SPLIT_BATCH).to_pylist()
+        mask[start:start + len(chunk)] = _split_points(chunk) < validation_share
+    chosen = pa.array(mask, pa.bool_())
+    return {"train": keep.filter(pc.invert(chosen)), "validation": keep.filter(chosen)}
 
 
 def tag_counts(keep: pa.Table) -> Counter[str]:

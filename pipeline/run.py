@@ -124,15 +124,15 @@ def with_stores(cfg: PipelineConfig, out_dir: Path) -> PipelineConfig:
 
 
 def make_executor(cfg: PipelineConfig, out_dir: Path | None = None,
-                  on_start: Any = None) -> Any:
+                  on_start: Any = None, progress: Any = None) -> Any:
     """The executor named in the config (the Ray one writes its shards under `out_dir`)."""
     if cfg.ray.executor == "local":
         from pipeline.executor.local import LocalExecutor
 
-        return LocalExecutor()
+        return LocalExecutor(progress=progress)
     from pipeline.executor.ray_executor import RayExecutor
 
-    return RayExecutor(cfg.ray, work_dir=out_dir, on_start=on_start)
+    return RayExecutor(cfg.ray, work_dir=out_dir, on_start=on_start, progress=progress)
 
 
 def preflight(cfg: PipelineConfig) -> None:
@@ -173,10 +173,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
 
     Returns the stats written to `out_dir/stats.json`.
     """
+    from pipeline.card import write_card
     from pipeline.executor.guard import RunGuard
     from pipeline.fingerprint import write_fingerprints
     from pipeline.llm.server import start_backend
     from pipeline.output import write_outputs
+    from pipeline.progress import RunProgress
     from pipeline.sources_file import prepare_sources, write_outputs_aside
     from pipeline.stages.strategies import enabled, strategy_summary
 
@@ -201,7 +203,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
             stages = build_stages(ctx)
             check_chain(stages, sources.provided)
             write_fingerprints(out_dir, stages)
-            result = make_executor(cfg, out_dir, guard.add_marker).run(stages, sources)
+            # The stage that counts a strategy receives its source samples.
+            totals = {st.counted_by: sources.by_strategy.get(st.name, 0)
+                      for st in enabled(cfg.generation.strategies)}
+            with RunProgress([s.name for s in stages], totals) as progress:
+                result = make_executor(cfg, out_dir, guard.add_marker,
+                                       progress.update).run(stages, sources)
         chosen = enabled(cfg.generation.strategies)
         stats: dict[str, Any] = {
             "seeds": len(sources),
@@ -222,17 +229,33 @@ def run_pipeline(cfg: PipelineConfig, out_dir: Path,
 
             stats["scorer"] = scorer_name(cfg.select.scorer)
         if result.shards:  # assembled in a child: the rows never pass through this process
-            stats = write_outputs_aside(out_dir, result.shards, stats, cfg.select.enabled)
+            stats = write_outputs_aside(out_dir, result.shards, stats, cfg.select.enabled,
+                                        cfg.output)
         else:
             stats = write_outputs(out_dir, result.iter_samples(), stats,
-                                  candidates=cfg.select.enabled)
+                                  candidates=cfg.select.enabled, output=cfg.output)
         kept = Counter(stats["kept_by_strategy"])
         stats.update(by_strategy=strategy_summary(chosen, result.stage_stats, kept),
                      wall_time_s=round(time.perf_counter() - t0, 1))
         tmp = out_dir / "stats.json.tmp"
         tmp.write_text(json.dumps(stats, indent=2) + "\n")
         tmp.replace(out_dir / "stats.json")
+        write_card(out_dir, stats, cfg)
+        _report(out_dir, aside=bool(result.shards))
         return stats
+
+
+def _report(out_dir: Path, aside: bool) -> None:
+    """OUT/report.html (in a child process when the rows are on disk, not in this one); a
+    failure to draw it never fails a run whose dataset is written."""
+    from pipeline.report import write_report
+    from pipeline.sources_file import write_report_aside
+
+    try:
+        log.info("report: %s", (write_report_aside if aside else write_report)(out_dir))
+    except Exception as exc:
+        log.error("report.html not written (%s: %s); the dataset is complete. Retry with "
+                  "`python -m pipeline inspect %s --report`", type(exc).__name__, exc, out_dir)
 
 
 def dry_run(cfg: PipelineConfig, out_dir: Path, extend: Path | None = None) -> list[str]:

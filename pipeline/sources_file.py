@@ -8,7 +8,8 @@ of `{"id", "json"}` rows (what the Ray executor reads with `read_parquet`) and t
 ids to a text file (for `--dry-run`), and hands back only what the driver needs: counts,
 the fields the sources provide, the seed-task pool (small) and the loaders' figures.
 `write_outputs_aside` runs the output assembly (pipeline/output.py) in a child the same
-way. The driver holds neither the sources nor the rows.
+way, and `write_report_aside` the run report. The driver holds neither the sources nor the
+rows.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import PipelineConfig
+from pipeline.config import OutputConfig, PipelineConfig
 from pipeline.record import Sample
 
 _SCHEMA = pa.schema([("id", pa.string()), ("json", pa.string())])
 CHUNK = 4096
+BLOCKS = 64  # most blocks the sources are split into
 
 
 @dataclass
@@ -45,10 +47,9 @@ class SourceFile:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def iter_samples(self) -> Iterator[Sample]:
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=CHUNK,
-                                                            columns=["json"]):
-            for row in batch.column(0).to_pylist():
-                yield Sample.from_dict(json.loads(row))
+        from pipeline.executor import iter_parquet_samples
+
+        return iter_parquet_samples([self.path], CHUNK)
 
     def __iter__(self) -> Iterator[Sample]:
         return self.iter_samples()
@@ -72,13 +73,16 @@ def _load(cfg: PipelineConfig, state: Path) -> SourceFile:
                      count=len(sources), by_strategy=dict(Counter(s.strategy for s in sources)),
                      provided=provided, tasks=ctx.tasks, stats=ctx.stats)
     tmp = out.path.with_name(out.path.name + ".tmp")
+    # Row groups are what the Ray executor hands out as blocks: at least BLOCKS of them so
+    # that every actor of a pool gets work (two seeds make two row groups).
+    group = max(1, min(CHUNK, -(-len(sources) // BLOCKS)))
     with pq.ParquetWriter(tmp, _SCHEMA) as w:
         for i in range(0, len(sources), CHUNK):
             chunk = sources[i:i + CHUNK]
             w.write_table(pa.table({
                 "id": [s.id for s in chunk],
                 "json": [json.dumps(s.to_dict(), ensure_ascii=False) for s in chunk]},
-                schema=_SCHEMA))
+                schema=_SCHEMA), row_group_size=group)
     tmp.replace(out.path)
     out.ids_path.write_text("".join(f"{i}\n" for i in sorted(s.id for s in sources)))
     return out
@@ -91,20 +95,45 @@ def prepare_sources(cfg: PipelineConfig, state: Path) -> SourceFile:
         return pool.submit(_load, cfg, state).result()
 
 
-def _write(out_dir: Path, shards: list[Path], stats: dict[str, Any],
-           candidates: bool) -> dict[str, Any]:
+def _write(out_dir: Path, shards: list[Path], stats: dict[str, Any], candidates: bool,
+           output: OutputConfig) -> dict[str, Any]:
     from pipeline.executor import RunResult
     from pipeline.output import write_outputs
 
     return write_outputs(out_dir, RunResult(shards=shards).iter_samples(), stats,
-                         candidates=candidates)
+                         candidates=candidates, output=output)
 
 
 def write_outputs_aside(out_dir: Path, shards: list[Path], stats: dict[str, Any],
-                        candidates: bool) -> dict[str, Any]:
+                        candidates: bool, output: OutputConfig) -> dict[str, Any]:
     """`write_outputs` over the executor's shards, in a child process."""
     with _spawn() as pool:
-        return pool.submit(_write, out_dir, shards, stats, candidates).result()
+        return pool.submit(_write, out_dir, shards, stats, candidates, output).result()
+
+
+def row_group_ranges(path: Path) -> list[tuple[int, int]]:
+    """The file's row groups as at most BLOCKS contiguous [lo, hi) ranges."""
+    groups = pq.ParquetFile(path).metadata.num_row_groups
+    blocks = max(1, min(groups, BLOCKS))
+    bounds = [groups * i // blocks for i in range(blocks + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def read_row_groups(path: Path, lo: int, hi: int) -> pa.Table:
+    return pq.ParquetFile(path).read_row_groups(list(range(lo, hi)))
+
+
+def _report(out_dir: Path) -> Path:
+    from pipeline.report import write_report
+
+    return write_report(out_dir)
+
+
+def write_report_aside(out_dir: Path) -> Path:
+    """OUT/report.html (pipeline/report), built in a child process: it reads the columns of
+    every row."""
+    with _spawn() as pool:
+        return pool.submit(_report, out_dir).result()
 
 
 def read_ids(path: Path) -> list[str]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from typing import ClassVar, TypeVar
 
 from pipeline.record import RejectReason, Sample
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class Stage:
@@ -57,6 +58,15 @@ class Stage:
         #: Units of work finished so far in this worker (answered requests...). The Ray
         #: executor's stall watch reads it: a long batch that ticks is not stalled.
         self.ticks = 0
+
+    def ticked(self, results: Iterable[_T]) -> list[_T]:
+        """All of `results` (a stream of finished units of work: sandbox verdicts...), with
+        a tick for each as it arrives."""
+        out = []
+        for r in results:
+            out.append(r)
+            self.ticks += 1
+        return out
 
     def accepts(self, sample: Sample) -> bool:
         """True for the live samples this stage works on; the rest pass through uncounted."""

@@ -15,7 +15,8 @@ import datasets
 
 
 def main(run_dir: str) -> int:
-    rows = datasets.load_from_disk(f"{run_dir}/dataset")["train"]
+    rows = datasets.concatenate_datasets(  # every split: train and validation
+        list(datasets.load_from_disk(f"{run_dir}/dataset").values()))
     records = "".join(json.dumps({"id": r["id"], "code": r["code"], "tests": r["tests"],
                                    "language": r.get("language") or "python"}) + "\n"
                       for r in rows)

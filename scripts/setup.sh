@@ -61,6 +61,8 @@ setup_bwrap() { apt_tool bwrap bubblewrap "sandbox.backend=process"; }
 setup_node() { apt_tool node nodejs "JavaScript samples with sandbox.backend=process"; }
 # Debian's compose tool: tests/test_compose.py checks docker-compose.yml with it.
 setup_compose() { apt_tool docker-compose docker-compose "the docker-compose.yml check"; }
+# Headless Chromium: tests/test_report_browser.py renders report.html in a real browser.
+setup_chromium() { apt_tool chromium chromium "the report's browser test"; }
 
 setup_python() {
   py="${PIPELINE_PYTHON:-python3}"
@@ -85,5 +87,6 @@ if [ "${PIPELINE_SKIP_DOCKER:-0}" != 1 ]; then setup_docker; setup_image; fi
 setup_bwrap
 setup_node
 setup_compose
+setup_chromium
 setup_python
 say "ready"

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export PIPELINE_REQUIRE="${PIPELINE_REQUIRE:-docker,ray,model,bwrap}"
+export PIPELINE_REQUIRE="${PIPELINE_REQUIRE:-docker,ray,model,bwrap,browser}"
 venv="${PIPELINE_VLLM_VENV:-.venv-vllm}"
 if [ -f "$venv/.pipeline-vllm-ready" ]; then
   case ",$PIPELINE_REQUIRE," in *,vllm,*) ;; *) PIPELINE_REQUIRE="$PIPELINE_REQUIRE,vllm" ;; esac

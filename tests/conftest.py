@@ -1,8 +1,8 @@
 """Shared fixtures and the marker policy.
 
-Tests carry markers for what they need (docker, ray, model, vllm, gpu). Where the machine lacks
-it, the test is skipped and reported as skipped, except when PIPELINE_REQUIRE lists the
-marker (CI sets PIPELINE_REQUIRE=docker,ray,model): then a missing prerequisite fails.
+Tests carry markers for what they need (docker, ray, model, vllm, gpu, browser). Where the
+machine lacks it, the test is skipped and reported as skipped, except when PIPELINE_REQUIRE
+lists the marker (scripts/test.sh and CI set it): then a missing prerequisite fails.
 """
 
 from __future__ import annotations
@@ -59,7 +59,14 @@ def _gpu_ok() -> str | None:
     return None if shutil.which("nvidia-smi") else "no GPU on this machine"
 
 
-_CHECKS = {"docker": _docker_ok, "model": _model_ok, "vllm": _vllm_ok, "gpu": _gpu_ok}
+def _browser_ok() -> str | None:
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return None
+    return "headless Chromium not installed (apt-get install chromium; scripts/setup.sh does)"
+
+
+_CHECKS = {"docker": _docker_ok, "model": _model_ok, "vllm": _vllm_ok, "gpu": _gpu_ok,
+           "browser": _browser_ok}
 _cache: dict[str, str | None] = {}
 
 

@@ -30,6 +30,7 @@ import yaml
 
 from pipeline.config import parse_config
 from tests.fake_openai_server import FakeOpenAIServer, Reply
+from tests.procs import processes_naming
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray, pytest.mark.slow]
 
@@ -139,20 +140,13 @@ def _ray_processes(out: Path) -> list[psutil.Process]:
     from pipeline.config import RayConfig
     from pipeline.executor.ray_executor import RayExecutor
 
-    marker = RayExecutor(RayConfig(), work_dir=out).temp_dir
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
+    return processes_naming(RayExecutor(RayConfig(), work_dir=out).temp_dir)
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     ds = datasets.load_from_disk(str(path))
-    split = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+    split = (datasets.concatenate_datasets(list(ds.values()))  # train and validation
+             if isinstance(ds, datasets.DatasetDict) else ds)
     rows = split.to_list()
     for r in rows:  # a verdict's wall time is measured, not derived
         if r.get("execution"):

@@ -80,7 +80,8 @@ def test_a_paraphrased_benchmark_problem_is_rejected_with_its_benchmark_and_id(
         stats = run_pipeline(cfg, tmp_path / "out")
     assert stats["kept"] == 1
     assert stats["rejected_by_reason"] == {"decontam/contaminated": 1}
-    train = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))["train"]
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    train = datasets.concatenate_datasets(list(ds.values()))  # train and validation
     assert "group_by_initial" in train[0]["code"]
     [row] = datasets.load_from_disk(str(tmp_path / "out" / "rejected"))
     assert (row["stage"], row["reason"]) == ("decontam", "contaminated")

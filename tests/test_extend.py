@@ -18,7 +18,7 @@ import pytest
 from pipeline.config import parse_config
 from pipeline.run import dry_run, run_pipeline
 from tests.fake_openai_server import FakeOpenAIServer, Reply
-from tests.test_run_e2e import SEED_FILES, model
+from tests.test_run_e2e import model, write_seeds
 
 pytestmark = pytest.mark.docker
 
@@ -79,10 +79,7 @@ def _executions(audit: Path) -> int:
 
 def test_extend_sends_only_the_new_requests_and_keeps_the_old_rows(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seeds = tmp_path / "src"
-    seeds.mkdir()
-    for name, text in SEED_FILES.items():
-        (seeds / name).write_text(text.lstrip())
+    seeds = write_seeds(tmp_path / "src")
     audit = tmp_path / "audit"
     monkeypatch.setenv("PIPELINE_SANDBOX_AUDIT", str(audit))
 
@@ -90,7 +87,9 @@ def test_extend_sends_only_the_new_requests_and_keeps_the_old_rows(
     with FakeOpenAIServer(handler=handler) as srv:
         run_pipeline(_config(seeds, srv.base_url), first)
         assert len(srv.requests) == 4
-    old_rows = datasets.load_from_disk(str(first / "dataset"))["train"].to_list()
+    old_rows = [{**r, "split": name}  # a row's split is part of what must come back
+                for name, d in datasets.load_from_disk(str(first / "dataset")).items()
+                for r in d.to_list()]
     old_execs = _executions(audit)
     assert len(old_rows) == 2 and old_execs == 3
 
@@ -105,7 +104,9 @@ def test_extend_sends_only_the_new_requests_and_keeps_the_old_rows(
         sent = [r["messages"][-1]["content"] for r in srv.requests]
     assert len(sent) == 1 and "epsilon_marker" in sent[0]
     assert _executions(audit) - old_execs == 1  # only the new sample ran
-    rows = datasets.load_from_disk(str(second / "dataset"))["train"].to_list()
+    rows = [{**r, "split": name}
+            for name, d in datasets.load_from_disk(str(second / "dataset")).items()
+            for r in d.to_list()]
     assert len(rows) == 3 and stats["kept"] == 3 and stats["extends"] == str(first)
     new = [r for r in rows if r["id"] not in {o["id"] for o in old_rows}]
     assert [r["instruction"] for r in new] == [NEW_TASK.split("\n")[1]]
@@ -117,10 +118,7 @@ def test_extend_sends_only_the_new_requests_and_keeps_the_old_rows(
 
 
 def test_dry_run_names_the_changed_setting(tmp_path: Path) -> None:
-    seeds = tmp_path / "src"
-    seeds.mkdir()
-    for name, text in SEED_FILES.items():
-        (seeds / name).write_text(text.lstrip())
+    seeds = write_seeds(tmp_path / "src")
     out = tmp_path / "out"
     with FakeOpenAIServer(handler=handler) as srv:
         run_pipeline(_config(seeds, srv.base_url), out)

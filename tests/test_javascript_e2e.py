@@ -15,6 +15,7 @@ from pipeline.config import parse_config
 from pipeline.languages.javascript import top_level_names
 from pipeline.run import run_pipeline
 from tests.fake_openai_server import FakeOpenAIServer, Reply
+from tests.test_run_e2e import write_seeds
 
 pytestmark = pytest.mark.docker
 
@@ -110,11 +111,7 @@ def model(request: dict[str, Any]) -> Reply:
 
 @pytest.fixture
 def seed_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "src"
-    for name, text in SEED_FILES.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text.lstrip())
-    return root
+    return write_seeds(tmp_path / "src", SEED_FILES)
 
 
 def test_javascript_run_writes_verified_javascript_rows(seed_dir: Path, tmp_path: Path) -> None:
@@ -134,7 +131,8 @@ def test_javascript_run_writes_verified_javascript_rows(seed_dir: Path, tmp_path
         stats = run_pipeline(cfg, out)
         assert len(srv.requests) == 4  # node_modules and the .py file are not seeds
 
-    train = datasets.load_from_disk(str(out / "dataset"))["train"]
+    ds = datasets.load_from_disk(str(out / "dataset"))
+    train = datasets.concatenate_datasets(list(ds.values()))  # train and validation
     assert train.num_rows == 2 and stats["kept"] == 2
     rows = list(train)
     assert [r["language"] for r in rows] == ["javascript", "javascript"]

@@ -54,7 +54,8 @@ def _src(tmp_path: Path) -> Path:
 
 
 def _rows(out: Path) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
-    train = datasets.load_from_disk(str(out / "dataset"))["train"]
+    ds = datasets.load_from_disk(str(out / "dataset"))
+    train = datasets.concatenate_datasets(list(ds.values()))  # train and validation
     rows = []
     for r in train:
         r = dict(r)

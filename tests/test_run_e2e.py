@@ -127,7 +127,7 @@ def seed_dir(tmp_path: Path) -> Path:
 
 def _check_outputs(out: Path, stats: dict[str, Any]) -> None:
     ds = datasets.load_from_disk(str(out / "dataset"))
-    train = ds["train"]
+    train = datasets.concatenate_datasets(list(ds.values()))  # train and validation
     assert train.num_rows == 2
     row = train[0]
     assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
@@ -211,7 +211,7 @@ def test_cli_exits_3_when_some_samples_never_reached_the_server(seed_dir, tmp_pa
         first = run(srv.base_url)
     assert first.returncode == 3, first.stderr[-2000:]
     assert "1 sample(s) could not reach the model server" in first.stderr
-    assert f"same --output {out}" in first.stderr
+    assert f"resume: python -m pipeline run --config {conf} --output {out}" in first.stderr
     with FakeOpenAIServer(handler=model) as srv:
         second = run(srv.base_url)
         assert len(srv.requests) == 1  # only the missing one

@@ -15,7 +15,7 @@ import yaml
 from pipeline.config import parse_config
 from pipeline.run import run_pipeline
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_run_e2e import SEED_FILES, model
+from tests.test_run_e2e import model, write_seeds
 
 pytestmark = [pytest.mark.docker, pytest.mark.model, pytest.mark.slow]
 
@@ -34,10 +34,7 @@ def _cfg(seed_dir: Path, base_url: str) -> dict:
 
 
 def test_run_selects_by_loss_and_select_cli_redoes_the_cut(tmp_path: Path) -> None:
-    seed_dir = tmp_path / "src"
-    seed_dir.mkdir()
-    for name, text in SEED_FILES.items():
-        (seed_dir / name).write_text(text.lstrip())
+    seed_dir = write_seeds(tmp_path / "src")
     out = tmp_path / "run"
     with FakeOpenAIServer(handler=model) as srv:
         raw = _cfg(seed_dir, srv.base_url)
@@ -46,7 +43,8 @@ def test_run_selects_by_loss_and_select_cli_redoes_the_cut(tmp_path: Path) -> No
     assert stats["kept"] == 1 and stats["rejected_by_reason"]["select/not_selected"] == 1
     sel = stats["stages"]["select"]
     assert sel["funnel"]["all"]["scored"] == 2 and sel["funnel"]["all"]["selected"] == 1
-    kept = datasets.load_from_disk(str(out / "dataset"))["train"][0]
+    ds = datasets.load_from_disk(str(out / "dataset"))
+    kept = datasets.concatenate_datasets(list(ds.values()))[0]  # train or validation
     rej = datasets.load_from_disk(str(out / "rejected"))
     dropped = [r for r in rej if r["reason"] == "not_selected"][0]
     loss_of = {s["name"]: s["value"] for s in dropped["scores"]}
@@ -68,7 +66,8 @@ def test_run_selects_by_loss_and_select_cli_redoes_the_cut(tmp_path: Path) -> No
     same_scorer = {**raw, "select": {**raw["select"], "policy": "min_loss"}}
     s2 = select(same_scorer, tmp_path / "min")
     assert s2["scores_reused"] and s2["stages"]["score"]["reused"] == 2
-    flipped = datasets.load_from_disk(str(tmp_path / "min" / "dataset"))["train"][0]
+    ds = datasets.load_from_disk(str(tmp_path / "min" / "dataset"))
+    flipped = datasets.concatenate_datasets(list(ds.values()))[0]  # train or validation
     assert flipped["id"] == dropped["id"]  # min_loss keeps the other one
 
     other = {**raw, "select": {**raw["select"], "keep": 1.0,

@@ -15,19 +15,11 @@ import pytest
 from pipeline.executor.watchdog import RunStalled
 from pipeline.run import run_pipeline
 from tests.fake_openai_server import FakeOpenAIServer, Reply
-from tests.test_run_e2e import SEED_FILES, _config, model
+from tests.test_run_e2e import _config, model, write_seeds
 
 pytestmark = [pytest.mark.docker, pytest.mark.ray]
 
-STALL_S = 4.0
-
-
-def _seeds(tmp_path: Path) -> Path:
-    d = tmp_path / "src"
-    d.mkdir()
-    for name, text in SEED_FILES.items():
-        (d / name).write_text(text.lstrip())
-    return d
+STALL_S = 6.0
 
 
 def _stall_config(seed_dir: Path, base_url: str, llm_timeout_s: float) -> Any:
@@ -42,11 +34,12 @@ def _stall_config(seed_dir: Path, base_url: str, llm_timeout_s: float) -> Any:
 def test_a_batch_longer_than_the_stall_timeout_is_not_a_stall(tmp_path, ray_session) -> None:
     def slow(request: dict[str, Any]) -> Reply:
         reply = model(request)
-        reply.delay_s = 2.0
+        reply.delay_s = 4.0
         return reply
 
     with FakeOpenAIServer(handler=slow) as srv:
-        stats = run_pipeline(_stall_config(_seeds(tmp_path), srv.base_url, 30), tmp_path / "o")
+        cfg = _stall_config(write_seeds(tmp_path / "src"), srv.base_url, 30)
+        stats = run_pipeline(cfg, tmp_path / "o")
     assert stats["stages"]["oss_instruct"]["seconds"] > 2 * STALL_S  # the batch outlasted it
     assert stats["kept"] == 2
 
@@ -54,5 +47,6 @@ def test_a_batch_longer_than_the_stall_timeout_is_not_a_stall(tmp_path, ray_sess
 def test_nothing_answered_for_the_stall_timeout_stops_the_run(tmp_path, ray_session) -> None:
     with FakeOpenAIServer(handler=lambda _req: Reply.hang_forever()) as srv, \
             pytest.raises(RunStalled, match=r"no request answered and no batch finished for "
-                          r"\d+ s \(ray.stall_timeout_s = 4\)"):
-        run_pipeline(_stall_config(_seeds(tmp_path), srv.base_url, 600), tmp_path / "o")
+                          r"\d+ s \(ray.stall_timeout_s = 6\)"):
+        cfg = _stall_config(write_seeds(tmp_path / "src"), srv.base_url, 600)
+        run_pipeline(cfg, tmp_path / "o")

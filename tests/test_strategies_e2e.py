@@ -139,7 +139,8 @@ def _all_four(tmp_path: Path, executor: str) -> None:
     assert on_disk["rejected_by_reason"] == {"self_instruct/duplicate": 1}
     assert stats["sources"] == {"oss_instruct": 1, "self_instruct": 1, "evol_instruct": 2,
                                 "case2code": 1}
-    train = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))["train"]
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    train = datasets.concatenate_datasets(list(ds.values()))  # train and validation
     rows = list(train)
     assert {r["strategy"] for r in rows} == set(by)
     evol_rows = [r for r in rows if r["strategy"] == "evol_instruct"]

@@ -165,7 +165,7 @@ def _run(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
 
 def _check_dataset(out: Path) -> dict[str, Any]:
     stats = json.loads((out / "stats.json").read_text())
-    kept = datasets.load_from_disk(str(out / "dataset"))["train"].num_rows
+    kept = sum(d.num_rows for d in datasets.load_from_disk(str(out / "dataset")).values())
     rejected = datasets.load_from_disk(str(out / "rejected"))
     assert kept == stats["kept"] and rejected.num_rows == stats["rejected"]
     assert stats["stages"]["oss_instruct"]["in"] == len(SEEDS)
@@ -211,7 +211,8 @@ def test_killed_server_stops_the_run_and_backend_vllm_finishes_it(server: Server
     server.kill()
     _, err = first.communicate(timeout=600)
     assert first.returncode == 3, err[-3000:]
-    assert "unreachable" in err and f"same --output {out}) to resume" in err
+    assert "unreachable" in err, err[-3000:]
+    assert f"resume: python -m pipeline run --output {out} --config {first_cfg}" in err
     cached = _cached_replies(out)
     assert 1 <= cached < len(SEEDS)
 

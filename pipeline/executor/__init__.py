@@ -6,9 +6,27 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.record import Sample
+
+
+class Samples(Protocol):
+    """What an executor runs over: a list of samples, or a SourceFile (read from disk)."""
+
+    def __iter__(self) -> Iterator[Sample]: ...
+
+    def __len__(self) -> int: ...
+
+
+def iter_parquet_samples(paths: list[Path], batch_rows: int = 1024) -> Iterator[Sample]:
+    """The samples in Parquet files of `{"id", "json"}` rows, streamed."""
+    import pyarrow.parquet as pq
+
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["json"]):
+            for row in batch.column(0).to_pylist():
+                yield Sample.from_dict(json.loads(row))
 
 
 @dataclass
@@ -41,13 +59,7 @@ class RunResult:
         if self.in_memory is not None:
             yield from self.in_memory
             return
-        import pyarrow.parquet as pq
-
-        for path in self.shards:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows,
-                                                           columns=["json"]):
-                for row in batch.column(0).to_pylist():
-                    yield Sample.from_dict(json.loads(row))
+        yield from iter_parquet_samples(self.shards, batch_rows)
 
 
 def merge_counters(into: dict[str, Any], add: dict[str, Any]) -> None:

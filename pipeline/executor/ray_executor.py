@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RayConfig
-from pipeline.executor import RunResult, merge_counters
+from pipeline.executor import RunResult, Samples, merge_counters
 from pipeline.executor.watchdog import Heartbeat, RunStalled, StallWatch
+from pipeline.progress import StatsFn
 from pipeline.record import Sample
 from pipeline.stage import FatalStageError, GlobalStep, Stage, stage_stats
 
@@ -46,25 +48,34 @@ class _StatsSink:
     def __init__(self) -> None:
         self.stats: dict[str, dict[str, float]] = {}
         self.last = time.time()
+        self.actors: list[Any] = []  # every stage actor's handle, to stop a stalled run
+        self.started = False
 
     def add(self, stage: str, counters: dict[str, float]) -> None:
         self.last = time.time()
         total = self.stats.setdefault(stage, {})
         merge_counters(total, counters)
-        # Progress for whoever watches the run: cumulative counts per stage.
-        shown = ", ".join(f"{k}={int(v)}" for k, v in sorted(total.items())
-                          if k != "busy_seconds")
-        print(f"[progress] {stage}: {shown}", flush=True)
 
     def beat(self, stage: str) -> None:
         self.last = time.time()
 
-    def idle_s(self) -> float:
-        return time.time() - self.last
+    def ready(self, stage: str) -> None:
+        """A stage actor finished its setup."""
+        self.started = True
+        self.beat(stage)
+
+    def idle_s(self) -> tuple[float, bool]:
+        """Seconds since anything last finished, and whether any stage actor is set up."""
+        return time.time() - self.last, self.started
+
+    def register(self, actor: list[Any]) -> None:
+        self.actors += actor  # in a list, so that Ray passes the handle as it is
+
+    def stage_actors(self) -> list[Any]:
+        return self.actors
 
     def get(self) -> dict[str, dict[str, float]]:
         return self.stats
-
 
 class _StageActor:
     """Hosts one stage in a Ray Data map actor: setup once, then batches."""
@@ -73,8 +84,11 @@ class _StageActor:
         self.stage = stage
         self.sink = sink
         self._closed = False
+        import ray
+
+        sink.register.remote([ray.get_runtime_context().current_actor])
         stage.setup()
-        sink.beat.remote(stage.name)  # a stage set up is progress too
+        sink.ready.remote(stage.name)  # a stage set up is progress too
         self._beat = Heartbeat(lambda: getattr(stage, "ticks", 0),
                                lambda: sink.beat.remote(stage.name))
 
@@ -91,8 +105,14 @@ class _StageActor:
         if not self._closed:
             self._closed = True
             self._beat.stop()
+            # A teardown (a sandbox pool removing its containers) is work too: the next
+            # stage or global step starts only after it.
+            with contextlib.suppress(Exception):
+                self.sink.beat.remote(self.stage.name)
             with contextlib.suppress(Exception):
                 self.stage.teardown()
+            with contextlib.suppress(Exception):
+                self.sink.beat.remote(self.stage.name)
 
     # Ray Data calls one of these when it retires the actor pool: `__ray_shutdown__` in
     # newer releases, `__del__` where DataContext._enable_actor_pool_on_exit_hook is set.
@@ -156,10 +176,12 @@ class RayExecutor:
     """
 
     def __init__(self, cfg: RayConfig, work_dir: Path | None = None,
-                 on_start: Callable[[str], None] | None = None) -> None:
+                 on_start: Callable[[str], None] | None = None,
+                 progress: StatsFn | None = None) -> None:
         self.cfg = cfg
         self.work_dir = work_dir
         self.on_start = on_start
+        self.progress = progress
         key = str(work_dir.resolve()) if work_dir else f"pid{os.getpid()}"
         # Short: Ray's unix sockets live under it (a path is at most 107 bytes).
         self.temp_dir = f"/tmp/pipeline-ray-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
@@ -170,8 +192,11 @@ class RayExecutor:
     def _init_ray(self) -> Any:
         import ray
 
+        verbose = log.isEnabledFor(logging.DEBUG)  # `python -m pipeline -v`
+        if not verbose:
+            _quiet_ray()
         if not ray.is_initialized():
-            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": verbose,
                                   "ignore_reinit_error": True}
             # RAY_ADDRESS: the user (or `ray job submit`, for its entrypoint) points at a
             # cluster; without either, a local instance of this run's own.
@@ -185,10 +210,16 @@ class RayExecutor:
                     kw["num_cpus"] = self.cfg.num_cpus
                 if self.on_start is not None:
                     self.on_start(self.temp_dir)
+            if not verbose:
+                kw["logging_level"] = logging.ERROR  # "started a local instance" and the like
             ray.init(**kw)
             self._owns_ray = True
+        if not verbose:
+            _quiet_ray()  # ray.init and ray.data set their handlers up again
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        if hasattr(ctx, "print_on_execution_start"):
+            ctx.print_on_execution_start = verbose  # the execution-plan dump
         if hasattr(ctx, "_enable_actor_pool_on_exit_hook"):
             ctx._enable_actor_pool_on_exit_hook = True  # stage teardown when a pool retires
         if hasattr(ctx, "execution_no_progress_timeout_s"):
@@ -197,7 +228,7 @@ class RayExecutor:
             ctx.actor_init_retry_on_errors = True  # a transient setup error is retried
         return ray
 
-    def run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
+    def run(self, stages: list[Stage], source: Samples) -> RunResult:
         try:
             return self._run(stages, source)
         except FatalStageError:
@@ -230,12 +261,12 @@ class RayExecutor:
         return (f"the Ray executor failed: {type(exc).__name__}: {first}. Traceback: {where}; "
                 f"Ray's logs: {ray_logs}.")
 
-    def _run(self, stages: list[Stage], source: list[Sample]) -> RunResult:
+    def _run(self, stages: list[Stage], source: Samples) -> RunResult:
         ray = self._init_ray()
         sink = ray.remote(num_cpus=0)(_StatsSink).remote()
         path = getattr(source, "path", None)
         if path is not None:  # a SourceFile: read by Ray, never loaded here
-            ds = ray.data.read_parquet(str(path), override_num_blocks=_blocks(len(source)))
+            ds = _read_sources(ray, Path(path))
         else:
             ds = ray.data.from_items(
                 [{"id": s.id, "json": json.dumps(s.to_dict(), ensure_ascii=False)}
@@ -245,24 +276,34 @@ class RayExecutor:
         watch = StallWatch(lambda: ray.get(sink.idle_s.remote(), timeout=60),
                            self.cfg.stall_timeout_s)
         shard_dir = self._shard_dir()
-        try:
-            with watch:
-                self._watch = watch
-                for stage in stages:
-                    if isinstance(stage, GlobalStep):
-                        ds = self._global(ray, ds, stage, global_stats, sink)
-                        continue
-                    ds = self._map(ray, ds, stage, sink)
-                ds.write_parquet(str(shard_dir))
-        except KeyboardInterrupt:
-            if watch.fired is None:
-                raise
-            raise RunStalled(f"the run stalled: {watch.fired}. Look at the LLM server and the "
-                             "sandbox; a slower model needs a larger ray.stall_timeout_s.") \
-                from None
+
+        def execute() -> None:
+            plan = ds
+            for stage in stages:
+                if isinstance(stage, GlobalStep):
+                    plan = self._global(ray, plan, stage, global_stats, sink)
+                    continue
+                plan = self._map(ray, plan, stage, sink)
+            plan.write_parquet(str(shard_dir))
+
+        def stop() -> None:  # the stalled execution ends when its actors are gone
+            for actor in ray.get(sink.stage_actors.remote(), timeout=60):
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+
+        def poll() -> None:  # the driver's view of the run, once a second
+            if self.progress is not None:
+                with contextlib.suppress(Exception):
+                    self.progress(ray.get(sink.get.remote(), timeout=10))
+
+        with watch:
+            self._watch = watch
+            _wait_for(execute, watch, stop, poll)
         log.info("ray data finished in %.1fs", time.perf_counter() - t0)
         stats = ray.get(sink.get.remote())
         stats.update(global_stats)
+        if self.progress is not None:
+            self.progress(stats)
         for st in stats.values():
             st["seconds"] = round(st.pop("busy_seconds", 0.0), 3)
         return RunResult(stage_stats={s.name: stats.get(s.name, {}) for s in stages},
@@ -307,6 +348,72 @@ class RayExecutor:
             ray.get(sink.beat.remote(stage.name))
             self._watch.paused = False
         return ray.data.from_arrow_refs(blocks)
+
+
+def _quiet_ray() -> None:
+    """Keep Ray's own chatter (instance started, execution plans, progress-bar notes, the
+    core worker's warnings about actor restarts) out of the user's terminal: it is all in
+    Ray's log files, and `-v` shows it here."""
+    import ray.data  # noqa: F401  (its import sets its handlers up)
+
+    # Ray's loggers keep their log files; only what they print on the console goes.
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and \
+                    not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.ERROR)
+    # The C++ core worker logs to stderr below Python's logging; it reads this at start.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+
+
+def _wait_for(execute: Callable[[], None], watch: StallWatch, stop: Callable[[], None],
+              poll: Callable[[], None], poll_s: float = 1.0) -> None:
+    """Run `execute` in a thread and wait for it here, calling `poll` every `poll_s`; when
+    the watch fires, `stop` it and raise RunStalled."""
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            execute()
+        except BaseException as exc:  # handed to the main thread as it is
+            failed.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="ray-data", daemon=True).start()
+    while not done.wait(poll_s):
+        poll()
+        if watch.fired is not None:
+            with contextlib.suppress(Exception):
+                stop()
+            done.wait(30)  # Ray Data ends the execution on the dead actors
+            raise RunStalled(f"the run stalled: {watch.fired}. Look at the LLM server and the "
+                             "sandbox; a slower model needs a larger ray.stall_timeout_s.")
+    if failed:
+        raise failed[0]
+
+
+def _read_rows(batch: dict[str, Any], path: str) -> Any:
+    import pyarrow as pa
+
+    from pipeline.sources_file import read_row_groups
+
+    return pa.concat_tables([read_row_groups(Path(path), int(lo), int(hi))
+                             for lo, hi in zip(batch["lo"], batch["hi"], strict=True)])
+
+
+def _read_sources(ray: Any, path: Path) -> Any:
+    """One block per range of the file's row groups (never the whole file in one block, so
+    every actor of a pool gets work). The reads take no CPU: the stage actors may hold all
+    of them, and a read that waits for one would wait forever."""
+    from pipeline.sources_file import row_group_ranges
+
+    ranges = row_group_ranges(path)
+    return ray.data.from_items([{"lo": lo, "hi": hi} for lo, hi in ranges],
+                               override_num_blocks=len(ranges)).map_batches(
+        _read_rows, fn_kwargs={"path": str(path)}, batch_size=1, batch_format="numpy",
+        num_cpus=0)
 
 
 def _blocks(rows: int) -> int:

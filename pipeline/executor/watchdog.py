@@ -6,15 +6,19 @@ limit while the model answers request after request. So the executor turns Ray's
 and this watch decides: every stage actor reports each unit of work it finishes (an answered
 request, a finished batch) to the stats sink, and a run is stalled only when nothing at all
 has finished for `ray.stall_timeout_s`. A global step, which runs as one task, is not
-watched (it reports when it ends).
+watched (it reports when it ends). Until the first stage actor is up the limit is at least
+STARTUP_S: starting Ray's workers on a busy machine takes tens of seconds, which is not a
+stall, but a run whose actors never start (no free CPU) is one.
 
-On a stall the watch interrupts the driver's main thread; the executor turns that into a
-`RunStalled` error that says what stalled and how to resume.
+On a stall the watch records why (`fired`). The executor runs Ray Data in a thread of its
+own and waits for it in the main thread, looking at `fired` every second; on a stall it
+kills the stage actors (which ends the stuck execution) and raises `RunStalled` (what
+stalled and how to resume). Interrupting a main thread that waits inside Ray was tried
+first: a simulated signal does not wake a thread blocked on a lock, and the run hung.
 """
 
 from __future__ import annotations
 
-import _thread
 import logging
 import threading
 import time
@@ -24,16 +28,19 @@ from pipeline.stage import FatalStageError
 
 log = logging.getLogger(__name__)
 
+STARTUP_S = 300.0  # the least time the stage actors get to start
+
 
 class RunStalled(FatalStageError):
     """Nothing finished for `ray.stall_timeout_s`; the message says what and how to resume."""
 
 
 class StallWatch:
-    """Polls `idle_s()` (seconds since the last finished unit of work, run-wide) every
-    `poll_s`; past `timeout_s` it records why and interrupts the main thread once."""
+    """Polls `idle_s()` (seconds since the last finished unit of work, run-wide, and
+    whether a stage actor is up) every `poll_s`; past `timeout_s` (before any actor is up:
+    at least STARTUP_S) it records why in `fired`, once."""
 
-    def __init__(self, idle_s: Callable[[], float], timeout_s: float,
+    def __init__(self, idle_s: Callable[[], tuple[float, bool]], timeout_s: float,
                  poll_s: float | None = None) -> None:
         self.idle_s, self.timeout_s = idle_s, timeout_s
         self.poll_s = poll_s or min(10.0, max(0.5, timeout_s / 5))
@@ -55,15 +62,17 @@ class StallWatch:
             if self.paused:
                 continue
             try:
-                idle = self.idle_s()
+                idle, started = self.idle_s()
             except Exception as exc:  # the sink is gone: Ray's own error will say why
                 log.debug("stall watch: %s", exc)
                 continue
-            if idle >= self.timeout_s and not self._stop.is_set():
+            limit = self.timeout_s if started else max(self.timeout_s, STARTUP_S)
+            if idle >= limit and not self._stop.is_set():
                 self.fired = (f"no request answered and no batch finished for {idle:.0f} s "
-                              f"(ray.stall_timeout_s = {self.timeout_s:.0f})")
+                              f"(ray.stall_timeout_s = {self.timeout_s:.0f})" if started else
+                              f"no stage actor started in {idle:.0f} s (Ray could not place "
+                              "them: are the CPUs taken?)")
                 log.error("run stalled: %s", self.fired)
-                _thread.interrupt_main()
                 return
 
 

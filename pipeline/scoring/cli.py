@@ -74,6 +74,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    from pipeline.card import write_card
     from pipeline.executor.local import LocalExecutor
     from pipeline.output import CANDIDATES, write_outputs
     from pipeline.scoring.factory import scorer_name
@@ -104,7 +105,11 @@ def cmd_select(args: argparse.Namespace) -> int:
     stats = {"selected_from": str(run_dir), "scorer": scorer_name(cfg.select.scorer),
              "scores_reused": bool(reuse), "stage_order": [s.name for s in stages],
              "stages": result.stage_stats, "wall_time_s": round(time.perf_counter() - t0, 1)}
-    stats = write_outputs(out, result.samples, stats, candidates=True)
+    stats = write_outputs(out, result.samples, stats, candidates=True, output=cfg.output)
+    write_card(out, stats, cfg)
+    from pipeline.report import write_report
+
+    write_report(out)
     print(f"selected {stats['kept']} of {len(samples)} candidates ({cfg.select.policy}, "
           f"group_by {cfg.select.group_by}); scores "
           f"{'reused' if reuse else 'computed'} -> {out / 'dataset'}")

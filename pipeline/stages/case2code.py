@@ -157,8 +157,8 @@ class Case2CodeCasesStage(ExecuteStage):
         if self._pool is None:
             raise FatalStageError(f"the sandbox is unavailable for Case2Code: {self._outage}. "
                                   "Fix it and rerun with the same --output to resume.")
-        results = self._pool.run_many((i, s.code, probe_script(calls))
-                                      for i, (s, _, calls) in enumerate(jobs))
+        results = self.ticked(self._pool.run_iter((i, s.code, probe_script(calls))
+                                                  for i, (s, _, calls) in enumerate(jobs)))
         for (s, name, calls), res in zip(jobs, results, strict=True):
             self.counters["probed"] += 1
             pairs = read_outputs(str(res.get("stdout") or ""), calls, self.c2c.max_value_chars)

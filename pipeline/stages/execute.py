@@ -77,8 +77,8 @@ class ExecuteStage(Stage):
         if self._pool is None:
             results = None
         else:
-            results = self._pool.run_many((i, s.code, s.tests, s.language)
-                                          for i, s in enumerate(samples))
+            results = self.ticked(self._pool.run_iter((i, s.code, s.tests, s.language)
+                                                      for i, s in enumerate(samples)))
         errors = 0
         for i, s in enumerate(samples):
             if results is None:

@@ -106,7 +106,8 @@ class VariantGateStage(ExecuteStage):
             raise FatalStageError(
                 f"the sandbox is unavailable, so {len(runs)} variant(s) could not be "
                 f"verified: {self._outage}. Fix it and rerun with the same --output to resume.")
-        results = self._pool.run_many((i, s.code, s.tests) for i, s in enumerate(runs))
+        results = self.ticked(self._pool.run_iter((i, s.code, s.tests)
+                                                  for i, s in enumerate(runs)))
         extra: list[Sample] = []
         for s, res in zip(runs, results, strict=False):
             s.execution = execution_from_result(res)
