@@ -168,6 +168,10 @@ def test_sigkill_at_random_moments_then_rerun_gives_the_same_dataset(tmp_path: P
         t0 = time.monotonic()
         _run_to_end(conf, tmp_path / "ref", tmp_path / "audit-ref", tmp_path / "ref.log")
         ref_wall = time.monotonic() - t0
+    ref_log = (tmp_path / "ref.log").read_text()
+    # What a cron log of a Ray run shows: our progress lines, not Ray's plans or workers.
+    assert "progress: " in ref_log, ref_log[-3000:]
+    assert "Execution plan" not in ref_log and "pid=" not in ref_log, ref_log[-3000:]
     ref_requests, ref_execs = len(ref_model.arrivals), _executions(tmp_path / "audit-ref")
     assert ref_requests == SEEDS and ref_execs > SEEDS
 

@@ -112,8 +112,8 @@ def test_ray_with_two_llm_and_two_sandbox_actors_matches_local(tmp_path: Path,
 
 
 @pytest.mark.ray
-def test_self_instruct_sends_no_solve_request_for_another_actors_task(tmp_path: Path,
-                                                                      ray_session) -> None:
+def test_self_instruct_sends_no_solve_request_for_another_actors_task(
+        tmp_path: Path, ray_session, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two seed slots on two LLM actors; every reply proposes the same new task, so each
     actor accepts it into its own pool. The novelty step between the actors and the solve
     stage keeps one: the server sees solve requests for that one instruction only."""
@@ -140,6 +140,10 @@ def test_self_instruct_sends_no_solve_request_for_another_actors_task(tmp_path: 
                        "self_instruct": {"num_seeds": 2, "rounds": 1}},
         "ray": {"executor": "ray", "llm_actors": 2, "llm_waves_per_batch": 1},
     })
+    # Both LLM actors up before the first batch is handed out: on a busy machine the first
+    # one could otherwise finish its slot and take the second before the other has started.
+    monkeypatch.setattr(ray_session.data.DataContext.get_current(), "wait_for_min_actors_s",
+                        300)
     with FakeOpenAIServer(handler=handler, latency_s=1.0) as srv:
         cfg.llm.base_url = srv.base_url
         stats = run_pipeline(cfg, tmp_path / "out")
