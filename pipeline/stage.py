@@ -127,6 +127,15 @@ class Stage:
                 c[f"dropped_{s.reject_reason.value}"] += 1
             else:  # handed back a sample that another stage rejected: a stage bug
                 c["returned_foreign_rejects"] += 1
+        # The same per strategy, for the report's funnel: `<strategy>:received`, `:out`
+        # (live samples left) and `:created`.
+        for s in mine:
+            c[f"{s.strategy or 'none'}:received"] += 1
+        for s in out:
+            if not s.rejected:
+                c[f"{s.strategy or 'none'}:out"] += 1
+            if id(s) not in taken:
+                c[f"{s.strategy or 'none'}:created"] += 1
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)

@@ -335,6 +335,12 @@ def test_report_of_a_real_run(tmp_path: Path) -> None:
     assert failed["code"] and failed["tests"]
     variants = [r for r in recs if r.get("kind")]
     assert variants and all(r["parent"] for r in variants)  # lineage into the output
+    # Per strategy, the funnel is the stages' own per-strategy counters, transforms and all.
+    f = build_summary(stats, read_columns(out))["funnel"]
+    ex, tf = stats["stages"]["execute"], stats["stages"]["transform"]
+    assert f["rows"]["oss_instruct"]["executed"] == ex["oss_instruct:received"] == ex["in"]
+    assert f["rows"]["oss_instruct"]["passed"] == ex["oss_instruct:out"] == ex["out"]
+    assert f["rows"]["oss_instruct"]["transformed"] == tf["oss_instruct:created"] > 0
     lines = summary_lines(out)
     text = "\n".join(lines)
     assert f"seeds {stats['seeds']}  kept {stats['kept']}  rejected {stats['rejected']}" in text

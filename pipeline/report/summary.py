@@ -6,10 +6,12 @@ the terminal summary (pipeline/report/text.py) both print it. Where a figure com
 - the funnel: `generated`, `parsed`, `novel` are the counters of the stage that counts the
   strategy (stats["by_strategy"]); the run-wide row takes the other steps from the stage
   counters (execute in/out, decontam out, transform created, score scored, select out).
-  Per strategy, `executed`, `passed` and `decontaminated` are counted from the written
-  rows (a row dropped at or after a stage reached it), which is exact only when no stage
-  after `execute` creates samples (transform, Case2Code): otherwise they are "n/a" (None),
-  as is every step a run did not have;
+  Per strategy, `executed`, `passed`, `decontaminated` and `transformed` are the stages'
+  per-strategy counters (`<strategy>:received`, `:out`, `:created`: pipeline/stage.py).
+  Runs from before those counters existed fall back to counting the written rows (a row
+  dropped at or after a stage reached it), exact only when no stage after `execute`
+  creates samples (transform, Case2Code); otherwise such a step is "n/a" (None), as is
+  every step a run did not have;
 - drops per stage and strategy: the rejected rows; reasons: stats["rejected_by_reason"];
 - loss and IFD: the kept rows' columns and the `not_selected` rows' scores;
 - execution time: every row with an execution; stages: stats["stages"] and stats["tokens"].
@@ -95,6 +97,7 @@ def funnel(stats: dict[str, Any], cols: RunColumns) -> dict[str, Any]:
     kept_by = stats.get("kept_by_strategy") or cols.strategy.counts(cols.kept)
     names = list(by) + sorted(set(kept_by) - set(by))
     drops = drops_by_stage(stats, cols)
+    per_strategy = any(":" in k for c in st.values() if isinstance(c, dict) for k in c)
     rows: dict[str, dict[str, int | None]] = {}
     for name in names:
         mine = by.get(name, {})
@@ -106,18 +109,28 @@ def funnel(stats: dict[str, Any], cols: RunColumns) -> dict[str, Any]:
             i = order.index(stage) + (0 if inclusive else 1)
             return kept + sum(d.get(s, 0) for s in order[i:])
 
-        row["executed"] = past("execute", True) if exact else None
-        row["passed"] = past("execute", False) if exact else None
-        row["decontaminated"] = past("decontam", False) if exact and "decontam" in order \
-            else None
-        row["transformed"] = None
+        row["executed"] = _per(st, "execute", name, "received")
+        row["passed"] = _per(st, "execute", name, "out")
+        row["decontaminated"] = _per(st, "decontam", name, "out")
+        row["transformed"] = _per(st, "transform", name, "created")
+        if not per_strategy:  # stats.json of a run without per-strategy counters
+            row["executed"] = past("execute", True) if exact else None
+            row["passed"] = past("execute", False) if exact else None
+            row["decontaminated"] = past("decontam", False) if exact and "decontam" in order \
+                else None
+            row["transformed"] = None
         row["scored"] = _int(select_by.get(name, {}), "scored")
         sel = cols.kept & cols.strategy.mask(name) & np.isfinite(cols.loss)
         row["selected"] = int(sel.sum()) if "select" in order else None
         row["kept"] = kept
         rows[name] = row
     return {"steps": list(STEPS), "rows": rows, "run": _run_row(stats, by),
-            "rows_exact": exact}
+            "rows_exact": exact or per_strategy, "per_strategy_counters": per_strategy}
+
+
+def _per(st: dict[str, Any], stage: str, strategy: str, key: str) -> int | None:
+    """A stage's per-strategy counter; None where the run had no such stage."""
+    return int(st[stage].get(f"{strategy}:{key}", 0)) if stage in st else None
 
 
 def drops_by_stage(stats: dict[str, Any], cols: RunColumns) -> dict[str, Any]:
